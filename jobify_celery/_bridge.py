@@ -1,0 +1,306 @@
+"""``JobifyCelery``: binds one Jobify app to one Celery app.
+
+Binding does three things, all before anything runs:
+
+* the Jobify app's outer chain ends in a publish to Celery, and its startup
+  arms no local timer (``_jobify.install_hooks``);
+* when the Celery app is finalized (in every process, before a worker
+  consumes), each Jobify route becomes a Celery task of the same name whose
+  body runs the route's inner chain (``_worker.Executor``);
+* Celery's worker signals start one event loop and one started Jobify app per
+  pool process and stop them when the worker stops (``_runtime``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from typing import TYPE_CHECKING, Any, Final
+
+from celery import Celery, Task, signals
+from celery.concurrency.prefork import TaskPool as PreforkPool
+from jobify import Jobify
+from jobify.serializers import ExtendedJSONSerializer
+
+from jobify_celery._codec import ValueCodec, wire_signature
+from jobify_celery._errors import AppBindingError
+from jobify_celery._jobify import (
+    app_is_started,
+    extended_encode,
+    has_default_dumper,
+    has_default_loader,
+    install_hooks,
+    register_result_types,
+)
+from jobify_celery._names import route_table
+from jobify_celery._producer import ProducerSession, Publisher
+from jobify_celery._results import watcher_for
+from jobify_celery._runtime import ProcessRuntime
+from jobify_celery._worker import Executor, injected_names
+
+if TYPE_CHECKING:
+    from celery.backends.base import Backend
+
+__all__ = ("JobifyCelery",)
+
+logger = logging.getLogger("jobify_celery")
+
+_CELERY_ATTR: Final = "_jobify_celery"
+
+
+class JobifyTask(Task):  # type: ignore[misc]
+    """Base class of the Celery tasks that stand for Jobify routes."""
+
+    #: The Jobify route this task runs (its full name, which is also the task's).
+    jobify_route: str | None = None
+
+
+class _BridgePlugin:
+    """Jobify plugin that ties the bridge to the app's start and stop."""
+
+    __slots__ = ("_bridge",)
+
+    def __init__(self, bridge: JobifyCelery) -> None:
+        self._bridge = bridge
+
+    async def startup(self, app: Jobify) -> None:  # noqa: ARG002 - Jobify's plugin protocol
+        await self._bridge._on_app_startup()  # noqa: SLF001
+
+    async def shutdown(self) -> None:
+        await self._bridge._on_app_shutdown()  # noqa: SLF001
+
+
+class JobifyCelery:
+    """Run a Jobify app's jobs on Celery workers.
+
+    Create it once, right after both apps, in the module every role imports
+    (producers, ``celery -A module:celery_app worker``, beat)::
+
+        celery_app = Celery("shop", broker=..., backend=...)
+        app = Jobify(middleware=[...], outer_middleware=[...])
+        JobifyCelery(app, celery_app)
+
+    Routes may be declared before or after this call, as long as it happens
+    before the Celery app is finalized.
+
+    Args:
+        app: the Jobify app; it must not be started yet nor bound already.
+        celery_app: the Celery app; it must not be finalized yet.
+        track_started: store STARTED when a worker begins a job, so the
+            producer's ``job.status`` shows RUNNING (one more backend write
+            per job).
+
+    """
+
+    __slots__ = (
+        "_codec",
+        "_executor",
+        "_hostnames",
+        "_runtime",
+        "_session",
+        "_track_started",
+        "app",
+        "celery_app",
+    )
+
+    def __init__(self, app: Jobify, celery_app: Celery, *, track_started: bool = True) -> None:
+        _check_binding(app, celery_app)
+        self.app: Final = app
+        self.celery_app: Final = celery_app
+        self._track_started = track_started
+        self._codec = _codec_for(app)
+        self._runtime = ProcessRuntime(app)
+        self._executor = Executor(app=app, runtime=self._runtime, codec=self._codec)
+        self._session: ProducerSession | None = None
+        self._hostnames: set[str] = set()
+
+        install_hooks(
+            app,
+            Publisher(
+                app=app, celery_app=celery_app, codec=self._codec, session_of=self._current_session
+            ),
+        )
+        app.add_plugin(_BridgePlugin(self))
+        vars(celery_app)[_CELERY_ATTR] = self
+        celery_app.on_after_finalize.connect(self._register_tasks, weak=False)
+        signals.worker_init.connect(self._on_worker_init, weak=False)
+        signals.worker_process_init.connect(self._on_pool_process_init, weak=False)
+        signals.worker_ready.connect(self._on_worker_ready, weak=False)
+        signals.worker_process_shutdown.connect(self._on_pool_process_shutdown, weak=False)
+        signals.worker_shutdown.connect(self._on_worker_shutdown, weak=False)
+
+    def __repr__(self) -> str:
+        return f"<JobifyCelery celery_app={self.celery_app.main!r}>"
+
+    # -- Celery app: tasks -------------------------------------------------
+
+    def _register_tasks(self, sender: Celery, **_: Any) -> None:  # noqa: ANN401
+        if sender is not self.celery_app:
+            return
+        routes = route_table(self.app, started=app_is_started(self.app))
+        for name, route in routes:
+            self._register_task(name, route.func)
+        register_result_types(self.app, (_return_hint(route.func) for _, route in routes))
+
+    def _register_task(self, name: str, func: Any) -> None:  # noqa: ANN401
+        existing = self.celery_app.tasks.get(name)
+        if existing is not None:
+            if getattr(existing, "jobify_route", None) == name:
+                return
+            msg = (
+                f"Jobify route {name!r} clashes with the Celery task of the same "
+                "name; give the route another name (@app.task(name=...))."
+            )
+            raise AppBindingError(msg)
+        signature = inspect.signature(func)
+        wire = wire_signature(signature, injected_names(signature))
+        executor = self._executor
+
+        def run(task: Task, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
+            return executor(task, name, args, kwargs)
+
+        def check_arguments(*args: Any, **kwargs: Any) -> None:  # noqa: ANN401
+            wire.bind(*args, **kwargs)
+
+        run.__name__ = name.rsplit(":", 1)[-1].rsplit(".", 1)[-1]
+        run.__qualname__ = run.__name__
+        run.__module__ = getattr(func, "__module__", __name__)
+        run.__doc__ = getattr(func, "__doc__", None)
+        options: dict[str, Any] = {
+            "name": name,
+            "bind": True,
+            "base": JobifyTask,
+            "serializer": "json",
+            "track_started": self._track_started,
+            "jobify_route": name,
+            "__header__": staticmethod(check_arguments),
+        }
+        self.celery_app.task(run, **options)
+
+    # -- Jobify app: start and stop ----------------------------------------
+
+    async def _on_app_startup(self) -> None:
+        missing = [
+            name
+            for name, _ in route_table(self.app, started=False)
+            if name not in self.celery_app.tasks
+        ]
+        if missing:
+            msg = (
+                f"Jobify routes {missing} have no Celery task: they were declared "
+                "after the Celery app was finalized. Declare every @app.task at "
+                "import time, before anything reads celery_app.tasks."
+            )
+            raise AppBindingError(msg)
+        loop = asyncio.get_running_loop()
+        backend: Backend = self.celery_app.backend
+        self._session = ProducerSession(loop, watcher_for(backend), _no_backend_reason(backend))
+        self._runtime.app_started_on(loop)
+
+    async def _on_app_shutdown(self) -> None:
+        session, self._session = self._session, None
+        self._runtime.app_stopped()
+        if session is not None:
+            await session.close()
+
+    def _current_session(self) -> ProducerSession:
+        session = self._session
+        if session is None:
+            msg = "The Jobify app is not started: use 'async with app:' before pushing jobs."
+            raise AppBindingError(msg)
+        return session
+
+    # -- Celery worker: one loop and one started app per pool process -------
+
+    def _on_worker_init(self, sender: Any = None, **_: Any) -> None:  # noqa: ANN401
+        if getattr(sender, "app", None) is self.celery_app:
+            self._hostnames.add(str(sender.hostname))
+
+    def _on_pool_process_init(self, sender: Any = None, **_: Any) -> None:  # noqa: ANN401
+        if sender in self._hostnames:
+            self._start_runtime()
+
+    def _on_worker_ready(self, sender: Any = None, **_: Any) -> None:  # noqa: ANN401
+        if getattr(sender, "app", None) is not self.celery_app:
+            return
+        if not isinstance(getattr(sender, "pool", None), PreforkPool):
+            self._start_runtime()
+
+    def _on_pool_process_shutdown(self, sender: Any = None, **_: Any) -> None:  # noqa: ANN401
+        if sender in self._hostnames:
+            self._runtime.stop()
+
+    def _on_worker_shutdown(self, sender: Any = None, **_: Any) -> None:  # noqa: ANN401
+        if getattr(sender, "app", None) is self.celery_app:
+            self._runtime.stop()
+
+    def _start_runtime(self) -> None:
+        try:
+            self._runtime.ensure_started()
+        except Exception:
+            logger.exception("The Jobify app failed to start in this worker process")
+
+
+def _check_binding(app: Jobify, celery_app: Celery) -> None:
+    if not isinstance(app, Jobify):
+        msg = f"JobifyCelery(app, celery_app): app must be a Jobify app, got {type(app).__name__}"
+        raise TypeError(msg)
+    if not isinstance(celery_app, Celery):
+        msg = (
+            "JobifyCelery(app, celery_app): celery_app must be a Celery app, "
+            f"got {type(celery_app).__name__}"
+        )
+        raise TypeError(msg)
+    if any(isinstance(plugin, _BridgePlugin) for plugin in app.plugins):
+        msg = (
+            "This Jobify app is already bound to a Celery app. Bind each Jobify app "
+            "once: create JobifyCelery(app, celery_app) in the module that defines "
+            "both apps and import that module everywhere."
+        )
+        raise AppBindingError(msg)
+    if _CELERY_ATTR in vars(celery_app):
+        msg = (
+            f"Celery app {celery_app.main!r} is already bound to a Jobify app; one "
+            "Celery app serves one Jobify app (include routers to combine tasks)."
+        )
+        raise AppBindingError(msg)
+    if celery_app.finalized:
+        msg = (
+            f"Celery app {celery_app.main!r} is already finalized, so Jobify routes "
+            "can no longer become Celery tasks. Create JobifyCelery(app, celery_app) "
+            "right after both apps, before anything reads celery_app.tasks or "
+            "starts a worker."
+        )
+        raise AppBindingError(msg)
+    if app_is_started(app):
+        msg = "Bind the Jobify app before starting it (before 'async with app:')."
+        raise AppBindingError(msg)
+
+
+def _codec_for(app: Jobify) -> ValueCodec:
+    configs = app.configs
+    serializer = configs.serializer
+    extended = isinstance(serializer, ExtendedJSONSerializer) and has_default_dumper(app)
+    return ValueCodec(
+        dump=configs.dumper.dump,
+        load=configs.loader.load,
+        tag=extended_encode if extended else None,
+        untag_hook=serializer.decoder_hook if isinstance(serializer, ExtendedJSONSerializer) and extended else None,
+        coerce_plain=has_default_loader(app),
+    )
+
+
+def _return_hint(func: Any) -> Any:  # noqa: ANN401
+    try:
+        return inspect.get_annotations(func, eval_str=True).get("return")
+    except Exception:  # noqa: BLE001 - an unresolvable hint just is not registered
+        return None
+
+
+def _no_backend_reason(backend: Backend) -> str:
+    return (
+        f"The Celery app has no result backend ({type(backend).__name__}), so a "
+        "job's result can never reach the producer. Configure one, e.g. "
+        "Celery(..., backend='redis://localhost:6379/0'), or do not await jobs."
+    )

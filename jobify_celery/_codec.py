@@ -1,0 +1,278 @@
+"""The wire format: how a Jobify call becomes a Celery message and back.
+
+A job crosses the broker as an ordinary Celery message of protocol 2, so
+Flower, ``celery inspect`` and plain Celery clients read and write it:
+
+* ``args`` / ``kwargs``: the call's arguments, each dumped by the app's
+  ``dumper`` for its parameter's annotation and, for a default ``Jobify()``,
+  tagged the way Jobify's extended JSON serializer tags dataclasses,
+  datetimes, UUIDs, decimals, enums, ... Plain JSON values are left as they
+  are, so ``send_task("mod:add", [1, 2])`` is a valid Jobify call.
+* one header, ``jobify``: ``{"v": 1, "exec_at": <ISO 8601>, "request_state":
+  {...}}``, the planned time and what the producer's outer middleware stored
+  in ``OuterContext.request_state``. A message without it is a plain Celery
+  call: the worker plans it for its ETA or for the moment it arrives.
+* the result: the function's return value, dumped the same way for the
+  function's return annotation.
+
+Everything here is a pure function of its inputs; the broker-facing code
+lives elsewhere.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Final
+
+from jobify_celery._coerce import CoercionError, coerce
+from jobify_celery._errors import ArgumentLoadError
+
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
+
+__all__ = (
+    "HEADER_KEY",
+    "RESERVED_STATE_KEYS",
+    "WIRE_VERSION",
+    "Envelope",
+    "ValueCodec",
+    "decode_call",
+    "decode_header",
+    "encode_call",
+    "encode_header",
+    "ensure_json",
+    "wire_signature",
+)
+
+HEADER_KEY: Final[str] = "jobify"
+WIRE_VERSION: Final[int] = 1
+RESERVED_STATE_KEYS: Final[frozenset[str]] = frozenset({"celery_request", "celery_task"})
+
+_PRIMITIVES: Final = (str, int, float, bool, type(None))
+_VAR_POSITIONAL: Final = inspect.Parameter.VAR_POSITIONAL
+_VAR_KEYWORD: Final = inspect.Parameter.VAR_KEYWORD
+
+DumpFn = Callable[[Any, Any], Any]
+LoadFn = Callable[[Any, Any], Any]
+TagFn = Callable[[Any], Any]
+UntagHook = Callable[[dict[str, Any]], Any]
+
+
+class ValueCodec:
+    """Turns one value into JSON for its annotation, and back.
+
+    Built once per app from its ``dumper``/``loader`` and serializer:
+    ``tag``/``untag_hook`` are the extended JSON serializer's encoder and
+    decoder hook when the app uses it, ``coerce_plain`` is on when the app
+    has no loader of its own (then plain JSON from a Celery client is read
+    into the annotated type by :func:`jobify_celery._coerce.coerce`).
+    """
+
+    __slots__ = ("_coerce_plain", "_dump", "_load", "_tag", "_untag_hook")
+
+    def __init__(
+        self,
+        *,
+        dump: DumpFn,
+        load: LoadFn,
+        tag: TagFn | None,
+        untag_hook: UntagHook | None,
+        coerce_plain: bool,
+    ) -> None:
+        self._dump = dump
+        self._load = load
+        self._tag = tag
+        self._untag_hook = untag_hook
+        self._coerce_plain = coerce_plain
+
+    def dump(self, value: Any, hint: Any) -> Any:  # noqa: ANN401
+        """Return the JSON-compatible form of ``value`` for ``hint``."""
+        if type(value) in _PRIMITIVES and self._coerce_plain:
+            return value
+        dumped = self._dump(value, hint)
+        if self._tag is not None:
+            dumped = self._tag(dumped)
+        return dumped
+
+    def load(self, raw: Any, hint: Any) -> Any:  # noqa: ANN401
+        """Return ``raw`` read as ``hint``; ``CoercionError`` if it is not one."""
+        value = self.untag(raw)
+        value = self._load(value, hint)
+        if self._coerce_plain:
+            value = coerce(value, hint)
+        return value
+
+    def untag(self, raw: Any) -> Any:  # noqa: ANN401
+        """Undo the extended serializer's tags, innermost first, as ``json`` does."""
+        hook = self._untag_hook
+        if hook is None or type(raw) in _PRIMITIVES:
+            return raw
+        return _untag(raw, hook)
+
+
+def _untag(raw: Any, hook: UntagHook) -> Any:  # noqa: ANN401
+    if isinstance(raw, dict):
+        return hook({key: _untag(item, hook) for key, item in raw.items()})
+    if isinstance(raw, list):
+        return [_untag(item, hook) for item in raw]
+    return raw
+
+
+def ensure_json(value: Any, where: str) -> None:  # noqa: ANN401
+    """Raise ``TypeError`` naming ``where`` if ``value`` is not plain JSON."""
+    if type(value) in _PRIMITIVES:
+        return
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            ensure_json(item, f"{where}[{index}]")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                msg = f"{where} has a key {key!r} that is not a string"
+                raise TypeError(msg)
+            ensure_json(item, f"{where}[{key!r}]")
+        return
+    msg = (
+        f"{where} is a {type(value).__name__}, which cannot travel as JSON. "
+        "Use a type the app's dumper turns into JSON, or convert it first."
+    )
+    raise TypeError(msg)
+
+
+def wire_signature(signature: inspect.Signature, injected: frozenset[str]) -> inspect.Signature:
+    """Return the signature a message must fit: the function's, less INJECT."""
+    params = [p for name, p in signature.parameters.items() if name not in injected]
+    return signature.replace(parameters=params)
+
+
+def encode_call(
+    task_name: str,
+    bound: inspect.BoundArguments,
+    hints: Mapping[str, Any],
+    codec: ValueCodec,
+) -> tuple[list[Any], dict[str, Any]]:
+    """Turn a bound Jobify call into Celery ``args`` and ``kwargs``."""
+    params = bound.signature.parameters
+    encoded: dict[str, Any] = {}
+    for name, value in bound.arguments.items():
+        hint = hints.get(name, Any)
+        kind = params[name].kind
+        if kind is _VAR_POSITIONAL:
+            item = tuple(codec.dump(v, hint) for v in value)
+        elif kind is _VAR_KEYWORD:
+            item = {k: codec.dump(v, hint) for k, v in value.items()}
+        else:
+            item = codec.dump(value, hint)
+        ensure_json(item, f"argument {name!r} of task {task_name!r}")
+        encoded[name] = item
+    wire = inspect.BoundArguments(bound.signature, encoded)  # type: ignore[arg-type]
+    return list(wire.args), wire.kwargs
+
+
+def decode_call(  # noqa: PLR0913
+    task_name: str,
+    *,
+    signature: inspect.Signature,
+    wire: inspect.Signature,
+    hints: Mapping[str, Any],
+    codec: ValueCodec,
+    args: tuple[Any, ...] | list[Any],
+    kwargs: Mapping[str, Any],
+) -> inspect.BoundArguments:
+    """Bind a message's arguments to the function and load each one.
+
+    Raises ``ArgumentLoadError`` naming the task and the parameter when the
+    arguments do not fit the signature or a value does not load.
+    """
+    try:
+        raw = wire.bind(*args, **kwargs)
+    except TypeError as exc:
+        msg = f"task {task_name!r}: arguments do not fit {task_name}{wire}: {exc}"
+        raise ArgumentLoadError(msg) from None
+    loaded: dict[str, Any] = {}
+    params = wire.parameters
+    for name, value in raw.arguments.items():
+        hint = hints.get(name, Any)
+        kind = params[name].kind
+        try:
+            if kind is _VAR_POSITIONAL:
+                loaded[name] = tuple(codec.load(v, hint) for v in value)
+            elif kind is _VAR_KEYWORD:
+                loaded[name] = {k: codec.load(v, hint) for k, v in value.items()}
+            else:
+                loaded[name] = codec.load(value, hint)
+        except (CoercionError, TypeError, ValueError, KeyError) as exc:
+            reason = _describe(exc)
+            msg = f"task {task_name!r} parameter {name!r}: cannot load the value: {reason}"
+            raise ArgumentLoadError(msg) from None
+    return inspect.BoundArguments(signature, loaded)  # type: ignore[arg-type]
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, KeyError):
+        return f"unknown type tag {exc}"
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """What the ``jobify`` header carried, decoded."""
+
+    exec_at: datetime | None
+    request_state: dict[str, Any]
+
+
+def encode_header(
+    *,
+    exec_at: datetime,
+    request_state: Mapping[str, Any],
+    codec: ValueCodec,
+) -> dict[str, Any]:
+    """Build the ``jobify`` header for a publish."""
+    state: dict[str, Any] = {}
+    for key, value in request_state.items():
+        if key in RESERVED_STATE_KEYS:
+            msg = (
+                f"request_state[{key!r}] is reserved: in the worker it holds the "
+                "Celery request. Store your value under another key."
+            )
+            raise TypeError(msg)
+        item = codec.dump(value, Any)
+        ensure_json(item, f"request_state[{key!r}]")
+        state[key] = item
+    return {"v": WIRE_VERSION, "exec_at": exec_at.isoformat(), "request_state": state}
+
+
+def decode_header(raw: Any, codec: ValueCodec, tz: ZoneInfo) -> Envelope:  # noqa: ANN401
+    """Read a ``jobify`` header; a missing or foreign one gives an empty envelope."""
+    if not isinstance(raw, Mapping) or raw.get("v") != WIRE_VERSION:
+        return Envelope(exec_at=None, request_state={})
+    exec_at = parse_time(raw.get("exec_at"), tz)
+    state = raw.get("request_state")
+    request_state = (
+        {str(k): codec.untag(v) for k, v in state.items()}
+        if isinstance(state, Mapping)
+        else {}
+    )
+    return Envelope(exec_at=exec_at, request_state=request_state)
+
+
+def parse_time(raw: Any, tz: ZoneInfo) -> datetime | None:  # noqa: ANN401
+    """Read an ISO 8601 time (Celery's ETA or our header) in the app's tz."""
+    if isinstance(raw, datetime):
+        moment = raw
+    elif isinstance(raw, str) and raw:
+        try:
+            moment = datetime.fromisoformat(raw)
+        except ValueError:
+            return None
+    else:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=tz)
+    return moment.astimezone(tz)

@@ -1,0 +1,195 @@
+"""The producer side: the outer chain's last step publishes to Celery.
+
+Jobify runs a push through the app's outer middleware (root first, then the
+routers', as in Jobify) and then calls its terminal step. In a bridged app
+that step is :class:`Publisher`: it encodes the call, publishes it with
+``apply_async`` under the job's id, and lets a result watcher feed the
+``Job`` the caller holds. Jobify's own bookkeeping stays true: the job is in
+``app.find_job()`` / ``app.get_active_jobs()`` from publish until its result
+arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, cast
+
+from jobify import JobStatus
+
+from jobify_celery._codec import HEADER_KEY, encode_call, encode_header
+from jobify_celery._coerce import CoercionError
+from jobify_celery._errors import (
+    AppBindingError,
+    NoResultBackendError,
+    ResultLoadError,
+    UnsupportedTriggerError,
+)
+from jobify_celery._jobify import (
+    AtArguments,
+    CronArguments,
+    RemoteJob,
+    finish_job,
+    make_remote,
+    tracker_of,
+)
+from jobify_celery._outcome import read_meta
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from zoneinfo import ZoneInfo
+
+    from celery import Celery
+    from jobify import Jobify, OuterContext
+
+    from jobify_celery._codec import ValueCodec
+    from jobify_celery._results import Watcher
+
+__all__ = ("ProducerSession", "Publisher", "ResultHandle")
+
+logger = logging.getLogger("jobify_celery.producer")
+
+
+class ProducerSession:
+    """What a started app needs to publish on one loop: the result watcher."""
+
+    __slots__ = ("loop", "no_backend_reason", "watcher")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        watcher: Watcher | None,
+        no_backend_reason: str,
+    ) -> None:
+        self.loop = loop
+        self.watcher = watcher
+        self.no_backend_reason = no_backend_reason
+
+    async def close(self) -> None:
+        """Stop following results; jobs still pending keep their status."""
+        if self.watcher is not None:
+            await self.watcher.close()
+
+
+class ResultHandle:
+    """A published job's handle: Jobify cancels it, ``RemoteJob`` revokes it."""
+
+    __slots__ = ("_celery_app", "_session", "task_id")
+
+    def __init__(self, celery_app: Celery, session: ProducerSession, task_id: str) -> None:
+        self._celery_app = celery_app
+        self._session = session
+        self.task_id = task_id
+
+    def cancel(self) -> None:
+        """Stop following the result (Jobify calls this on cancel and shutdown)."""
+        if self._session.watcher is not None:
+            self._session.watcher.forget(self.task_id)
+
+    def revoke(self) -> None:
+        """Ask every worker not to run the task (``celery control revoke``)."""
+        self._celery_app.control.revoke(self.task_id)
+
+    def check_waitable(self) -> None:
+        """Raise instead of letting ``await job`` hang with no result backend."""
+        if self._session.watcher is None:
+            raise NoResultBackendError(self._session.no_backend_reason)
+
+
+class Publisher:
+    """The terminal step of a bridged app's outer middleware chain."""
+
+    __slots__ = ("_app", "_celery_app", "_codec", "_session_of")
+
+    def __init__(
+        self,
+        *,
+        app: Jobify,
+        celery_app: Celery,
+        codec: ValueCodec,
+        session_of: Callable[[], ProducerSession],
+    ) -> None:
+        self._app = app
+        self._celery_app = celery_app
+        self._codec = codec
+        self._session_of = session_of
+
+    async def __call__(self, context: OuterContext) -> asyncio.Handle:
+        """Publish the job the outer chain let through."""
+        trigger = context.trigger
+        if isinstance(trigger, CronArguments):
+            msg = (
+                "schedule(...).cron() is fired by Celery beat, which this version "
+                "of jobify-celery does not run yet; declare the cron with "
+                "@app.task(cron=...) once beat support lands."
+            )
+            raise UnsupportedTriggerError(msg)
+        name = context.schedule_builder.name
+        task = self._celery_app.tasks.get(name)
+        if task is None:
+            msg = (
+                f"Jobify route {name!r} has no Celery task. Declare every @app.task "
+                "before the Celery app is finalized (before anything reads "
+                "celery_app.tasks or a worker starts)."
+            )
+            raise AppBindingError(msg)
+        job = context.job
+        codec = self._codec
+        args, kwargs = encode_call(name, context.runnable.bound, context.func_spec.type_params, codec)
+        headers = {
+            HEADER_KEY: encode_header(
+                exec_at=job.exec_at, request_state=context.request_state, codec=codec
+            )
+        }
+        eta = _eta_of(trigger, job.exec_at, self._app.configs.tz)
+        session: ProducerSession = self._session_of()
+        task.apply_async(args, kwargs, task_id=job.id, eta=eta, headers=headers)
+
+        handle = ResultHandle(self._celery_app, session, job.id)
+        tracker_of(self._app).register_job(job)
+        job.bind_handle(cast("asyncio.Handle", handle))
+        remote = make_remote(job)
+        remote.status = JobStatus.SCHEDULED
+        if session.watcher is not None:
+            on_meta = functools.partial(
+                self._on_meta, remote, context.func_spec.result_type, name
+            )
+            session.watcher.watch(job.id, on_meta)
+        return cast("asyncio.Handle", handle)
+
+    def _on_meta(self, job: RemoteJob, result_type: Any, name: str, meta: dict[str, Any]) -> bool:  # noqa: ANN401
+        outcome = read_meta(meta)
+        if job.is_done() or job.status is JobStatus.CANCELLED:
+            return True
+        if not outcome.done:
+            if outcome.status is not None:
+                job.status = outcome.status
+            return False
+        if outcome.status is JobStatus.SUCCESS:
+            try:
+                value = self._codec.load(outcome.value, result_type)
+            except (CoercionError, TypeError, ValueError, KeyError) as exc:
+                error = ResultLoadError(
+                    f"the result of task {name!r} does not load as its return "
+                    f"annotation: {type(exc).__name__}: {exc}"
+                )
+                job.set_exception(error, status=JobStatus.FAILED)
+            else:
+                job.set_result(value, status=JobStatus.SUCCESS)
+        elif outcome.status is JobStatus.CANCELLED:
+            job.status = JobStatus.CANCELLED
+        else:
+            error_status = outcome.status or JobStatus.FAILED
+            job.set_exception(cast("Exception", outcome.error), status=error_status)
+        finish_job(self._app, job)
+        return True
+
+
+def _eta_of(trigger: object, exec_at: datetime, tz: ZoneInfo) -> datetime | None:
+    """Return the ETA for a future ``at``/``delay`` job, ``None`` to run now."""
+    if not isinstance(trigger, AtArguments):
+        return None
+    planned = exec_at if exec_at.tzinfo is not None else exec_at.replace(tzinfo=tz)
+    return planned if planned > datetime.now(tz=tz) else None
