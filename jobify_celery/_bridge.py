@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import typing
 from typing import TYPE_CHECKING, Any, Final
 
 from celery import Celery, Task, signals
@@ -23,7 +24,7 @@ from celery.concurrency.prefork import TaskPool as PreforkPool
 from jobify import Jobify
 from jobify.serializers import ExtendedJSONSerializer
 
-from jobify_celery._codec import ValueCodec, wire_signature
+from jobify_celery._codec import ValueCodec, tagged_classes, wire_signature
 from jobify_celery._errors import AppBindingError
 from jobify_celery._jobify import (
     app_is_started,
@@ -31,7 +32,6 @@ from jobify_celery._jobify import (
     has_default_dumper,
     has_default_loader,
     install_hooks,
-    register_result_types,
 )
 from jobify_celery._names import route_table
 from jobify_celery._producer import ProducerSession, Publisher
@@ -139,9 +139,13 @@ class JobifyCelery:
         if sender is not self.celery_app:
             return
         routes = route_table(self.app, started=app_is_started(self.app))
+        hints: list[Any] = []
         for name, route in routes:
             self._register_task(name, route.func)
-        register_result_types(self.app, (_return_hint(route.func) for _, route in routes))
+            hints.extend(_hints(route.func))
+        serializer = self.app.configs.serializer
+        if isinstance(serializer, ExtendedJSONSerializer):
+            serializer.add_system_types(list(tagged_classes(hints)))
 
     def _register_task(self, name: str, func: Any) -> None:  # noqa: ANN401
         existing = self.celery_app.tasks.get(name)
@@ -291,11 +295,11 @@ def _codec_for(app: Jobify) -> ValueCodec:
     )
 
 
-def _return_hint(func: Any) -> Any:  # noqa: ANN401
+def _hints(func: Any) -> list[Any]:  # noqa: ANN401
     try:
-        return inspect.get_annotations(func, eval_str=True).get("return")
-    except Exception:  # noqa: BLE001 - an unresolvable hint just is not registered
-        return None
+        return list(typing.get_type_hints(func).values())
+    except Exception:  # noqa: BLE001 - Jobify reports unresolvable hints itself
+        return []
 
 
 def _no_backend_reason(backend: Backend) -> str:

@@ -21,9 +21,12 @@ lives elsewhere.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
-from collections.abc import Callable, Mapping
+import typing
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from enum import Enum
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
@@ -44,6 +47,7 @@ __all__ = (
     "encode_call",
     "encode_header",
     "ensure_json",
+    "tagged_classes",
     "wire_signature",
 )
 
@@ -121,6 +125,43 @@ def _untag(raw: Any, hook: UntagHook) -> Any:  # noqa: ANN401
     return raw
 
 
+def tagged_classes(hints: Iterable[Any]) -> Iterator[type[Any]]:
+    """Yield the classes the extended serializer must know to read ``hints``.
+
+    Its tags name dataclasses, named tuples and enums by class name; Jobify
+    registers dataclasses and named tuples of parameters only, so the bridge
+    also registers enums and everything reachable from return annotations.
+    """
+    seen: set[Any] = set()
+    stack = list(hints)
+    while stack:
+        hint = stack.pop()
+        try:
+            if hint in seen:
+                continue
+            seen.add(hint)
+        except TypeError:  # unhashable annotation objects
+            continue
+        args = typing.get_args(hint)
+        if args:
+            stack.extend(args)
+            origin = typing.get_origin(hint)
+            if origin is not None:
+                stack.append(origin)
+            continue
+        if not isinstance(hint, type):
+            continue
+        is_named_tuple = issubclass(hint, tuple) and hasattr(hint, "_fields")
+        if dataclasses.is_dataclass(hint) or is_named_tuple:
+            yield hint
+            try:
+                stack.extend(typing.get_type_hints(hint).values())
+            except (NameError, TypeError):
+                continue
+        elif issubclass(hint, Enum):
+            yield hint
+
+
 def ensure_json(value: Any, where: str) -> None:  # noqa: ANN401
     """Raise ``TypeError`` naming ``where`` if ``value`` is not plain JSON."""
     if type(value) in _PRIMITIVES:
@@ -154,11 +195,19 @@ def encode_call(
     bound: inspect.BoundArguments,
     hints: Mapping[str, Any],
     codec: ValueCodec,
+    injected: Iterable[str] = (),
 ) -> tuple[list[Any], dict[str, Any]]:
-    """Turn a bound Jobify call into Celery ``args`` and ``kwargs``."""
+    """Turn a bound Jobify call into Celery ``args`` and ``kwargs``.
+
+    Injected parameters never travel: a worker injects its own. (A builder
+    taken from a running job's context has them bound already.)
+    """
     params = bound.signature.parameters
+    skip = frozenset(injected)
     encoded: dict[str, Any] = {}
     for name, value in bound.arguments.items():
+        if name in skip:
+            continue
         hint = hints.get(name, Any)
         kind = params[name].kind
         if kind is _VAR_POSITIONAL:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from jobify.exceptions import JobTimeoutError
+
 __all__ = (
     "AppBindingError",
     "ArgumentLoadError",
     "NoResultBackendError",
+    "RemoteJobTimeoutError",
     "ResultLoadError",
     "UnsupportedTriggerError",
 )
@@ -34,3 +37,23 @@ class NoResultBackendError(RuntimeError):
 
 class UnsupportedTriggerError(NotImplementedError):
     """A Jobify trigger this version of jobify-celery cannot run yet."""
+
+
+class RemoteJobTimeoutError(JobTimeoutError):
+    """Jobify's ``JobTimeoutError`` in a form that crosses Celery intact.
+
+    Celery stores an exception as its type and ``args`` and rebuilds it with
+    ``cls(*args)``; Jobify's error keeps only its message in ``args``, so the
+    worker raises this subclass instead, whose ``args`` are its constructor's.
+    ``isinstance(exc, JobTimeoutError)`` holds on both sides.
+    """
+
+    def __init__(self, job_id: str, timeout: float) -> None:
+        super().__init__(job_id=job_id, timeout=timeout)
+        self.args = (job_id, timeout)
+
+    def __str__(self) -> str:
+        return (
+            f"job_id: {self.job_id} exceeded timeout of {self.timeout} seconds. "
+            "Job execution was interrupted."
+        )

@@ -46,7 +46,6 @@ __all__ = (
     "func_spec_of",
     "install_hooks",
     "make_remote",
-    "register_result_types",
     "route_by_name",
     "run_inner_chain",
     "tracker_of",
@@ -150,17 +149,6 @@ def route_by_name(app: Jobify, name: str) -> RootRoute[..., Any] | None:
 def func_spec_of(route: RootRoute[..., Any]) -> FuncSpec[Any]:
     """Return what Jobify inspected of a route's function."""
     return route.func_spec
-
-
-def register_result_types(app: Jobify, types: Iterable[Any]) -> None:
-    """Teach the extended JSON serializer the classes results come back as.
-
-    Jobify registers only parameter types with its serializer; a dataclass
-    that is only ever returned would not load on the producer without this.
-    """
-    serializer = app.configs.serializer
-    if isinstance(serializer, ExtendedJSONSerializer):
-        serializer.register_hints(types)
 
 
 def extended_encode(value: Any) -> Any:  # noqa: ANN401

@@ -137,7 +137,10 @@ class Publisher:
             raise AppBindingError(msg)
         job = context.job
         codec = self._codec
-        args, kwargs = encode_call(name, context.runnable.bound, context.func_spec.type_params, codec)
+        spec = context.func_spec
+        args, kwargs = encode_call(
+            name, context.runnable.bound, spec.type_params, codec, spec.inject_params
+        )
         headers = {
             HEADER_KEY: encode_header(
                 exec_at=job.exec_at, request_state=context.request_state, codec=codec

@@ -206,10 +206,11 @@ class RedisWatcher:
 
     async def _wait_for_work(self, reader: asyncio.Task[None]) -> None:
         waiter = asyncio.ensure_future(self._wakeup.wait())
-        done, _ = await asyncio.wait(
-            {waiter, reader}, timeout=_SWEEP_SECONDS, return_when=asyncio.FIRST_COMPLETED
-        )
-        if waiter not in done:
+        try:
+            done, _ = await asyncio.wait(
+                {waiter, reader}, timeout=_SWEEP_SECONDS, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
             waiter.cancel()
         if reader in done:
             reader.result()  # a lost connection raises here

@@ -39,7 +39,7 @@ from jobify_celery._codec import (
     parse_time,
     wire_signature,
 )
-from jobify_celery._errors import AppBindingError
+from jobify_celery._errors import AppBindingError, RemoteJobTimeoutError
 from jobify_celery._jobify import (
     build_job_context,
     func_spec_of,
@@ -143,7 +143,9 @@ class Executor:
             result = await run_inner_chain(builder, context)
         except JobTimeoutError as exc:
             job.set_exception(exc, status=JobStatus.TIMEOUT)
-            raise
+            if isinstance(exc, RemoteJobTimeoutError):
+                raise
+            raise RemoteJobTimeoutError(exc.job_id, exc.timeout) from exc
         except Exception as exc:
             job.set_exception(exc, status=JobStatus.FAILED)
             raise

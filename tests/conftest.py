@@ -1,0 +1,46 @@
+"""Shared fixtures: real servers, one test queue per session, a producer loop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import uuid
+from collections.abc import Coroutine, Iterator
+from typing import Any, TypeVar
+
+import pytest
+
+# Every process of this session (pytest and the workers it starts) uses one
+# queue of its own, so parallel runs on the shared broker never meet.
+os.environ.setdefault("JOBIFY_CELERY_TEST_QUEUE", f"jobify-celery-test-{uuid.uuid4().hex[:12]}")
+
+T = TypeVar("T")
+
+
+class LoopThread:
+    """An event loop in a background thread that tests hand coroutines to.
+
+    Jobify 0.14 cannot start an app with routers twice in one process, so the
+    session starts each app once on this loop and tests run their async code
+    here with ``run(coro)``.
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="test-loop", daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def loop_thread() -> Iterator[LoopThread]:
+    runner = LoopThread()
+    yield runner
+    runner.close()

@@ -1,0 +1,106 @@
+"""Integration fixtures: the shop app started once, and one worker at a time."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery import signals
+from celery.contrib.testing.worker import start_worker
+from kombu import Connection, Queue
+
+from tests.apps import shop
+from tests.conftest import LoopThread
+from tests.integration.servers import require_rabbitmq, require_redis
+from tests.integration.workers import WorkerProcess
+
+
+@pytest.fixture(scope="session")
+def servers() -> None:
+    require_rabbitmq(shop.BROKER_URL)
+    require_redis(shop.RESULT_BACKEND)
+
+
+def _delete_queues(names: list[str]) -> None:
+    with Connection(shop.BROKER_URL) as conn:
+        channel = conn.channel()
+        for name in names:
+            try:
+                channel.queue_delete(name)
+            except Exception:  # noqa: BLE001 - already gone
+                channel = conn.channel()
+
+
+@pytest.fixture(scope="session")
+def shop_app(servers: None, loop_thread: LoopThread) -> Iterator[Any]:
+    """The test app, started once on the session loop (the producer side)."""
+    with Connection(shop.BROKER_URL) as conn:
+        Queue(shop.DEAD_LETTER_QUEUE, queue_arguments={"x-expires": shop.EXPIRES_MS})(
+            conn.channel()
+        ).declare()
+    loop_thread.run(shop.app.startup())
+    yield shop
+    loop_thread.run(shop.app.shutdown())
+    _delete_queues([shop.QUEUE, shop.DEAD_LETTER_SOURCE, shop.DEAD_LETTER_QUEUE])
+
+
+@dataclass
+class Worker:
+    kind: str
+    node: str
+    pid: int
+    process: WorkerProcess | None
+
+
+WORKER_KINDS = ["inprocess", "prefork", "threads"]
+
+
+@pytest.fixture(scope="session", params=WORKER_KINDS)
+def worker(request: pytest.FixtureRequest, shop_app: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    """A worker consuming the session's queues: in-process, prefork or threads."""
+    kind: str = request.param
+    queues = [shop.QUEUE, shop.DEAD_LETTER_SOURCE]
+    node = f"{shop.QUEUE}-{kind}@test"
+    if kind == "inprocess":
+        with start_worker(
+            shop.celery_app,
+            pool="threads",
+            concurrency=2,
+            perform_ping_check=False,
+            hostname=node,
+            queues=queues,
+            shutdown_timeout=30,
+        ):
+            yield Worker(kind, node, os.getpid(), None)
+        return
+    log_path = Path(tmp_path_factory.mktemp(f"worker-{kind}")) / "worker.log"
+    process = WorkerProcess(
+        app_path="tests.apps.shop:celery_app",
+        celery_app=shop.celery_app,
+        queues=queues,
+        node=node,
+        pool=kind,
+        concurrency=2,
+        log_path=log_path,
+    )
+    process.wait_ready()
+    yield Worker(kind, node, process.pid, process)
+    process.stop()
+
+
+@pytest.fixture
+def published() -> Iterator[list[tuple[str, str]]]:
+    """(task id, task name) of each Celery message this process publishes."""
+    ids: list[tuple[str, str]] = []
+
+    def on_publish(headers: dict[str, Any] | None = None, **_: Any) -> None:
+        if headers:
+            ids.append((str(headers.get("id")), str(headers.get("task"))))
+
+    signals.before_task_publish.connect(on_publish, weak=False)
+    yield ids
+    signals.before_task_publish.disconnect(on_publish)
