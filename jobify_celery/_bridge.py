@@ -152,11 +152,7 @@ class JobifyCelery:
         if existing is not None:
             if getattr(existing, "jobify_route", None) == name:
                 return
-            msg = (
-                f"Jobify route {name!r} clashes with the Celery task of the same "
-                "name; give the route another name (@app.task(name=...))."
-            )
-            raise AppBindingError(msg)
+            raise AppBindingError(_clash_message(name))
         signature = inspect.signature(func)
         wire = wire_signature(signature, injected_names(signature))
         executor = self._executor
@@ -185,18 +181,7 @@ class JobifyCelery:
     # -- Jobify app: start and stop ----------------------------------------
 
     async def _on_app_startup(self) -> None:
-        missing = [
-            name
-            for name, _ in route_table(self.app, started=False)
-            if name not in self.celery_app.tasks
-        ]
-        if missing:
-            msg = (
-                f"Jobify routes {missing} have no Celery task: they were declared "
-                "after the Celery app was finalized. Declare every @app.task at "
-                "import time, before anything reads celery_app.tasks."
-            )
-            raise AppBindingError(msg)
+        self._check_tasks()
         loop = asyncio.get_running_loop()
         backend: Backend = self.celery_app.backend
         self._session = ProducerSession(loop, watcher_for(backend), _no_backend_reason(backend))
@@ -207,6 +192,28 @@ class JobifyCelery:
         self._runtime.app_stopped()
         if session is not None:
             await session.close()
+
+    def _check_tasks(self) -> None:
+        """Fail the app's start if a route has no Celery task of its own.
+
+        Registration runs in a Celery signal, whose errors Celery only logs;
+        this check makes them stop the producer or the worker process.
+        """
+        tasks = self.celery_app.tasks
+        late: list[str] = []
+        for name, _ in route_table(self.app, started=False):
+            task = tasks.get(name)
+            if task is None:
+                late.append(name)
+            elif getattr(task, "jobify_route", None) != name:
+                raise AppBindingError(_clash_message(name))
+        if late:
+            msg = (
+                f"Jobify routes {late} have no Celery task: they were declared "
+                "after the Celery app was finalized. Declare every @app.task at "
+                "import time, before anything reads celery_app.tasks."
+            )
+            raise AppBindingError(msg)
 
     def _current_session(self) -> ProducerSession:
         session = self._session
@@ -282,6 +289,13 @@ def _check_binding(app: Jobify, celery_app: Celery) -> None:
         raise AppBindingError(msg)
 
 
+def _clash_message(name: str) -> str:
+    return (
+        f"Jobify route {name!r} clashes with a Celery task of the same name; "
+        "give the route another name (@app.task(name=...))."
+    )
+
+
 def _codec_for(app: Jobify) -> ValueCodec:
     configs = app.configs
     serializer = configs.serializer
@@ -290,7 +304,9 @@ def _codec_for(app: Jobify) -> ValueCodec:
         dump=configs.dumper.dump,
         load=configs.loader.load,
         tag=extended_encode if extended else None,
-        untag_hook=serializer.decoder_hook if isinstance(serializer, ExtendedJSONSerializer) and extended else None,
+        untag_hook=serializer.decoder_hook
+        if isinstance(serializer, ExtendedJSONSerializer) and extended
+        else None,
         coerce_plain=has_default_loader(app),
     )
 

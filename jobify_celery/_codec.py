@@ -26,8 +26,8 @@ import inspect
 import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from enum import Enum
 from datetime import datetime
+from enum import Enum
 from typing import TYPE_CHECKING, Any, Final
 
 from jobify_celery._coerce import CoercionError, coerce
@@ -210,6 +210,7 @@ def encode_call(
             continue
         hint = hints.get(name, Any)
         kind = params[name].kind
+        item: Any
         if kind is _VAR_POSITIONAL:
             item = tuple(codec.dump(v, hint) for v in value)
         elif kind is _VAR_KEYWORD:
@@ -218,7 +219,7 @@ def encode_call(
             item = codec.dump(value, hint)
         ensure_json(item, f"argument {name!r} of task {task_name!r}")
         encoded[name] = item
-    wire = inspect.BoundArguments(bound.signature, encoded)  # type: ignore[arg-type]
+    wire = inspect.BoundArguments(bound.signature, encoded)
     return list(wire.args), wire.kwargs
 
 
@@ -258,7 +259,7 @@ def decode_call(  # noqa: PLR0913
             reason = _describe(exc)
             msg = f"task {task_name!r} parameter {name!r}: cannot load the value: {reason}"
             raise ArgumentLoadError(msg) from None
-    return inspect.BoundArguments(signature, loaded)  # type: ignore[arg-type]
+    return inspect.BoundArguments(signature, loaded)
 
 
 def _describe(exc: BaseException) -> str:
@@ -304,9 +305,7 @@ def decode_header(raw: Any, codec: ValueCodec, tz: ZoneInfo) -> Envelope:  # noq
     exec_at = parse_time(raw.get("exec_at"), tz)
     state = raw.get("request_state")
     request_state = (
-        {str(k): codec.untag(v) for k, v in state.items()}
-        if isinstance(state, Mapping)
-        else {}
+        {str(k): codec.untag(v) for k, v in state.items()} if isinstance(state, Mapping) else {}
     )
     return Envelope(exec_at=exec_at, request_state=request_state)
 

@@ -44,12 +44,10 @@ def _type_name(tp: Any) -> str:  # noqa: ANN401
 
 
 def _fail(value: Any, tp: Any) -> CoercionError:  # noqa: ANN401
-    return CoercionError(
-        f"expected {_type_name(tp)}, got {type(value).__name__} {value!r:.80}"
-    )
+    return CoercionError(f"expected {_type_name(tp)}, got {type(value).__name__} {value!r:.80}")
 
 
-def coerce(value: Any, tp: Any) -> Any:  # noqa: ANN401, C901, PLR0911
+def coerce(value: Any, tp: Any) -> Any:  # noqa: ANN401, PLR0911
     """Return ``value`` as an instance of ``tp``, or raise ``CoercionError``.
 
     Annotations this module does not understand (type variables, protocols,
@@ -90,7 +88,7 @@ def _coerce_union(value: Any, members: tuple[Any, ...], tp: Any) -> Any:  # noqa
     raise _fail(value, tp)
 
 
-def _coerce_generic(  # noqa: PLR0911
+def _coerce_generic(  # noqa: C901, PLR0911
     value: Any,  # noqa: ANN401
     origin: Any,  # noqa: ANN401
     args: tuple[Any, ...],
@@ -104,9 +102,7 @@ def _coerce_generic(  # noqa: PLR0911
         if args and len(args) != len(value):
             raise _fail(value, tp)
         return tuple(coerce(item, arg) for item, arg in zip(value, args, strict=False))
-    if origin in (dict, Mapping) or (
-        isinstance(origin, type) and issubclass(origin, Mapping)
-    ):
+    if origin in (dict, Mapping) or (isinstance(origin, type) and issubclass(origin, Mapping)):
         if not isinstance(value, Mapping):
             raise _fail(value, tp)
         key_tp, val_tp = args if len(args) == 2 else (Any, Any)  # noqa: PLR2004

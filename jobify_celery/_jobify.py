@@ -17,14 +17,12 @@ from typing import TYPE_CHECKING, Any, Final, TypeAlias, cast
 from jobify import Job, JobContext, RequestState
 from jobify._internal.common.constants import PATCH_CRON_DEF_ID
 from jobify._internal.message import AtArguments, CronArguments, PushArguments
-from jobify._internal.typeadapter.dummy import DummyDumper, DummyLoader
 from jobify._internal.router.root import CRONS_DEF_KEY, RootRoute
 from jobify._internal.serializers.json_extended import json_extended_encoder
-from jobify.serializers import ExtendedJSONSerializer
+from jobify._internal.typeadapter.dummy import DummyDumper, DummyLoader
 
 if TYPE_CHECKING:
     import asyncio
-    from collections.abc import Iterable
 
     from jobify import Jobify, OuterContext, ScheduleBuilder
     from jobify._internal.inspection import FuncSpec
@@ -41,9 +39,9 @@ __all__ = (
     "build_job_context",
     "extended_encode",
     "finish_job",
+    "func_spec_of",
     "has_default_dumper",
     "has_default_loader",
-    "func_spec_of",
     "install_hooks",
     "make_remote",
     "route_by_name",

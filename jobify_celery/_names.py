@@ -10,15 +10,12 @@ computes them the same way without touching the routers. Pure.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
 
 __all__ = ("RouterLike", "route_table")
-
-
-class _RouteLike(Protocol):
-    name: str
-    func: Any
 
 
 class RouterLike(Protocol):

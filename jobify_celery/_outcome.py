@@ -35,7 +35,7 @@ class Outcome:
     error: BaseException | None = None
 
 
-def read_meta(meta: Any) -> Outcome:  # noqa: ANN401
+def read_meta(meta: Any) -> Outcome:  # noqa: ANN401, PLR0911
     """Map a stored Celery task meta to an ``Outcome``."""
     if not isinstance(meta, dict):
         return Outcome(status=None, done=False)
@@ -46,12 +46,12 @@ def read_meta(meta: Any) -> Outcome:  # noqa: ANN401
         return Outcome(status=JobStatus.RUNNING, done=False)
     if state == states.REVOKED:
         return Outcome(status=JobStatus.CANCELLED, done=True)
+    if state in _WAITING:
+        return Outcome(status=None, done=False)
     if state in states.EXCEPTION_STATES:
         error = exception_from_stored(meta.get("result"))
         status = JobStatus.TIMEOUT if isinstance(error, JobTimeoutError) else JobStatus.FAILED
         return Outcome(status=status, done=True, error=error)
-    if state in _WAITING:
-        return Outcome(status=None, done=False)
     return Outcome(status=None, done=False)
 
 

@@ -11,7 +11,6 @@ arrives.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 from datetime import datetime
@@ -38,6 +37,7 @@ from jobify_celery._jobify import (
 from jobify_celery._outcome import read_meta
 
 if TYPE_CHECKING:
+    import asyncio
     from collections.abc import Callable
     from zoneinfo import ZoneInfo
 
@@ -156,9 +156,7 @@ class Publisher:
         remote = make_remote(job)
         remote.status = JobStatus.SCHEDULED
         if session.watcher is not None:
-            on_meta = functools.partial(
-                self._on_meta, remote, context.func_spec.result_type, name
-            )
+            on_meta = functools.partial(self._on_meta, remote, context.func_spec.result_type, name)
             session.watcher.watch(job.id, on_meta)
         return cast("asyncio.Handle", handle)
 

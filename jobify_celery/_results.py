@@ -53,12 +53,16 @@ _PLAIN_REDIS_KEYS: Final = frozenset(
         "socket_connect_timeout",
         "socket_keepalive",
         "socket_keepalive_options",
-        "retry_on_timeout",
         "health_check_interval",
         "client_name",
         "credential_provider",
         "max_connections",
     }
+)
+
+
+_IGNORED_REDIS_KEYS: Final = frozenset(
+    {"driver_info", "lib_name", "lib_version", "retry_on_timeout"}
 )
 
 
@@ -93,7 +97,7 @@ def _async_redis_params(backend: Backend) -> dict[str, Any] | None:
     if type(backend) is not RedisBackend:
         return None
     conn: Mapping[str, Any] = backend.connparams
-    if set(conn) - _PLAIN_REDIS_KEYS - {"driver_info", "lib_name", "lib_version"}:
+    if set(conn) - _PLAIN_REDIS_KEYS - _IGNORED_REDIS_KEYS:
         # TLS, unix sockets and other shapes: polling is slower but exact.
         return None
     params = {k: v for k, v in conn.items() if k in _PLAIN_REDIS_KEYS and v is not None}
@@ -177,9 +181,7 @@ class RedisWatcher:
             except (RedisError, OSError) as exc:
                 delay = _RECONNECT_SECONDS[min(failures, len(_RECONNECT_SECONDS) - 1)]
                 failures += 1
-                logger.warning(
-                    "Result watcher lost Redis (%s); reconnecting in %.1fs", exc, delay
-                )
+                logger.warning("Result watcher lost Redis (%s); reconnecting in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
 
     async def _session(self, client: Any) -> None:  # noqa: ANN401
@@ -294,7 +296,7 @@ class PollingWatcher:
             ids = list(self._callbacks)
             try:
                 metas = await loop.run_in_executor(self._executor, self._fetch, ids)
-            except Exception:  # noqa: BLE001 - a backend hiccup must not end the watch
+            except Exception:
                 logger.warning("Reading results failed; retrying", exc_info=True)
                 metas = []
             for task_id, meta in metas:
@@ -320,10 +322,7 @@ class PollingWatcher:
     ) -> Iterable[tuple[str, dict[str, Any]]]:
         keys = [backend.get_key_for_task(t) for t in ids]
         values = backend.mget(keys)
-        if hasattr(values, "get"):
-            payloads = [values.get(k) for k in keys]
-        else:
-            payloads = list(values)
+        payloads = [values.get(k) for k in keys] if hasattr(values, "get") else list(values)
         for task_id, payload in zip(ids, payloads, strict=True):
             if payload is not None:
                 meta = backend.decode(payload)

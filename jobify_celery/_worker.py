@@ -23,7 +23,6 @@ around the whole call as for any Celery task.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -48,6 +47,8 @@ from jobify_celery._jobify import (
 )
 
 if TYPE_CHECKING:
+    import inspect
+
     from celery import Task
     from jobify import Jobify
 
@@ -87,9 +88,7 @@ class Executor:
         self._codec = codec
         self._plans: dict[str, _Plan] = {}
 
-    def __call__(
-        self, task: Task, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:  # noqa: ANN401
+    def __call__(self, task: Task, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:  # noqa: ANN401
         """Run the route ``name`` for the Celery ``task`` now executing."""
         # task.request lives on the pool thread's request stack: read it here.
         request = task.request
@@ -136,9 +135,7 @@ class Executor:
         request_state = RequestState(envelope.request_state)
         request_state["celery_request"] = request
         request_state["celery_task"] = task
-        context = build_job_context(
-            app=app, builder=builder, job=job, request_state=request_state
-        )
+        context = build_job_context(app=app, builder=builder, job=job, request_state=request_state)
         try:
             result = await run_inner_chain(builder, context)
         except JobTimeoutError as exc:

@@ -200,7 +200,13 @@ async def echo_order(order: Order) -> Order:
 
 @app.task
 async def echo_types(
-    when: datetime, day: date, ident: uuid.UUID, amount: Decimal, color: Color, *rest: int, **extra: str
+    when: datetime,
+    day: date,
+    ident: uuid.UUID,
+    amount: Decimal,
+    color: Color,
+    *rest: int,
+    **extra: str,
 ) -> dict[str, Any]:
     return {
         "types": [type(v).__name__ for v in (when, day, ident, amount, color)],

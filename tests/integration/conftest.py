@@ -60,7 +60,9 @@ WORKER_KINDS = ["inprocess", "prefork", "threads"]
 
 
 @pytest.fixture(scope="session", params=WORKER_KINDS)
-def worker(request: pytest.FixtureRequest, shop_app: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+def worker(
+    request: pytest.FixtureRequest, shop_app: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Worker]:
     """A worker consuming the session's queues: in-process, prefork or threads."""
     kind: str = request.param
     queues = [shop.QUEUE, shop.DEAD_LETTER_SOURCE]

@@ -86,7 +86,9 @@ def test_push_runs_remotely_with_a_rebuilt_context(worker: Worker, loop_thread: 
         assert result["pid"] != worker.pid
 
 
-def test_failure_reaches_the_job_with_type_and_message(worker: Worker, loop_thread: LoopThread) -> None:
+def test_failure_reaches_the_job_with_type_and_message(
+    worker: Worker, loop_thread: LoopThread
+) -> None:
     async def scenario() -> Any:
         job = await shop.fail.push("no such order")
         await asyncio.wait_for(job.wait(), WAIT)
@@ -115,7 +117,9 @@ def test_timeout_cancels_the_async_function(worker: Worker, loop_thread: LoopThr
     assert isinstance(job.exception, JobTimeoutError)
 
 
-def test_exception_handler_result_becomes_the_result(worker: Worker, loop_thread: LoopThread) -> None:
+def test_exception_handler_result_becomes_the_result(
+    worker: Worker, loop_thread: LoopThread
+) -> None:
     assert loop_thread.run(_push_and_await(shop.handled, "k")) == "handled:k"
 
 
@@ -123,11 +127,16 @@ def test_inner_chain_is_an_onion(worker: Worker, loop_thread: LoopThread) -> Non
     assert loop_thread.run(_push_and_await(shop.onion)) == "A(B(A>B>f))"
 
 
-def test_router_routes_run_under_prefixed_names(worker: Worker, loop_thread: LoopThread, published: list[tuple[str, str]]) -> None:
+def test_router_routes_run_under_prefixed_names(
+    worker: Worker, loop_thread: LoopThread, published: list[tuple[str, str]]
+) -> None:
     # Root middleware, then the router's: outer (root, router) and inner (A, B, R).
     assert loop_thread.run(_push_and_await(shop.invoice, 3)) == "A(B(R(invoice3:root,router)))"
     assert loop_thread.run(_push_and_await(shop.refund, Decimal("2.50"))) == Decimal("-2.50")
-    assert {name for _, name in published} == {"billing:tests.apps.shop:invoice", "billing.refunds:tests.apps.shop:refund"}
+    assert {name for _, name in published} == {
+        "billing:tests.apps.shop:invoice",
+        "billing.refunds:tests.apps.shop:refund",
+    }
 
 
 def test_typed_values_round_trip(worker: Worker, loop_thread: LoopThread) -> None:
@@ -179,7 +188,9 @@ def test_celery_task_signals_fire_around_the_call(worker: Worker, loop_thread: L
     assert _eventually(lambda: shop.recorded(f"signals:{job_id}") == ["prerun", "postrun"])
 
 
-def test_schedule_builder_pushes_follow_ups_through_the_broker(worker: Worker, loop_thread: LoopThread, published: list[tuple[str, str]]) -> None:
+def test_schedule_builder_pushes_follow_ups_through_the_broker(
+    worker: Worker, loop_thread: LoopThread, published: list[tuple[str, str]]
+) -> None:
     key = f"countdown-{uuid.uuid4().hex}"
     client = redis.Redis.from_url(shop.RESULT_BACKEND)
     client.set(f"{shop.QUEUE}:{key}:left", 3, ex=600)
@@ -207,7 +218,9 @@ def test_plain_celery_clients_run_the_same_inner_chain(worker: Worker) -> None:
     described = app.send_task("tests.apps.shop:describe", [5]).get(timeout=WAIT)
     assert described["outer"] is None
     assert described["inner"] == ["A", "B"]
-    assert abs(datetime.fromisoformat(described["exec_at"]) - datetime.now(UTC)).total_seconds() < 30
+    assert (
+        abs(datetime.fromisoformat(described["exec_at"]) - datetime.now(UTC)).total_seconds() < 30
+    )
     # Plain JSON is read into the annotated types.
     plain_order = {
         "id": str(uuid.uuid4()),
@@ -223,7 +236,9 @@ def test_plain_celery_clients_run_the_same_inner_chain(worker: Worker) -> None:
     assert echoed["__dataclass__"]["fields"]["lines"][0]["__dataclass__"]["type"] == "Line"
 
 
-def test_arguments_that_do_not_bind_fail_before_publishing(worker: Worker, loop_thread: LoopThread, published: list[tuple[str, str]]) -> None:
+def test_arguments_that_do_not_bind_fail_before_publishing(
+    worker: Worker, loop_thread: LoopThread, published: list[tuple[str, str]]
+) -> None:
     async def scenario() -> None:
         await shop.describe.push("a", "b", "c", "d")  # type: ignore[call-arg]
 
@@ -243,7 +258,9 @@ def test_arguments_that_do_not_bind_fail_before_publishing(worker: Worker, loop_
         ("echo_order", [{"id": "nope"}], "parameter 'order'"),
     ],
 )
-def test_messages_whose_arguments_do_not_load_fail_once(worker: Worker, name: str, args: list[Any], expected: str) -> None:
+def test_messages_whose_arguments_do_not_load_fail_once(
+    worker: Worker, name: str, args: list[Any], expected: str
+) -> None:
     result = shop.celery_app.send_task(f"tests.apps.shop:{name}", args)
     with pytest.raises(ArgumentLoadError) as caught:
         result.get(timeout=WAIT)
@@ -256,7 +273,9 @@ def test_messages_whose_arguments_do_not_load_fail_once(worker: Worker, name: st
 
 
 def test_unknown_task_is_rejected_to_the_dead_letter_queue(worker: Worker) -> None:
-    result = shop.celery_app.send_task("tests.apps.shop:no_such_task", [1], queue=shop.DEAD_LETTER_SOURCE)
+    result = shop.celery_app.send_task(
+        "tests.apps.shop:no_such_task", [1], queue=shop.DEAD_LETTER_SOURCE
+    )
     with pytest.raises(Exception, match="no_such_task"):
         result.get(timeout=WAIT)
     assert result.state == "FAILURE"
@@ -273,7 +292,9 @@ def test_unknown_task_is_rejected_to_the_dead_letter_queue(worker: Worker) -> No
     assert found.headers["id"] == result.id
 
 
-def test_an_outer_middleware_can_stop_the_publish(worker: Worker, loop_thread: LoopThread, published: list[tuple[str, str]]) -> None:
+def test_an_outer_middleware_can_stop_the_publish(
+    worker: Worker, loop_thread: LoopThread, published: list[tuple[str, str]]
+) -> None:
     async def scenario() -> Any:
         return await shop.describe.push(1, stop_here=True)
 
@@ -283,7 +304,9 @@ def test_an_outer_middleware_can_stop_the_publish(worker: Worker, loop_thread: L
     assert published == []
 
 
-def test_many_waiters_use_no_thread_per_job_and_never_block_the_loop(worker: Worker, loop_thread: LoopThread) -> None:
+def test_many_waiters_use_no_thread_per_job_and_never_block_the_loop(
+    worker: Worker, loop_thread: LoopThread
+) -> None:
     async def scenario() -> tuple[list[int], float, int]:
         gaps: list[float] = []
         stop = asyncio.Event()
@@ -311,7 +334,9 @@ def test_many_waiters_use_no_thread_per_job_and_never_block_the_loop(worker: Wor
     assert worst_gap < 1.0
 
 
-def test_declared_crons_start_no_local_timer_and_runtime_cron_is_refused(worker: Worker, loop_thread: LoopThread, published: list[tuple[str, str]]) -> None:
+def test_declared_crons_start_no_local_timer_and_runtime_cron_is_refused(
+    worker: Worker, loop_thread: LoopThread, published: list[tuple[str, str]]
+) -> None:
     async def scenario() -> None:
         await asyncio.sleep(1.5)
         with pytest.raises(UnsupportedTriggerError, match="beat"):

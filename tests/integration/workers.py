@@ -37,12 +37,32 @@ class WorkerProcess:
         self._log: IO[bytes] = log_path.open("wb")
         env = {**os.environ, **(extra_env or {})}
         command = [
-            sys.executable, "-m", "celery", "-A", app_path, "worker",
-            "-P", pool, "-c", str(concurrency), "-Q", ",".join(queues), "-n", node,
-            "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "info",
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            app_path,
+            "worker",
+            "-P",
+            pool,
+            "-c",
+            str(concurrency),
+            "-Q",
+            ",".join(queues),
+            "-n",
+            node,
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-l",
+            "info",
         ]
         self.process = subprocess.Popen(  # noqa: S603
-            command, cwd=REPO_ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+            command,
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         self.pid = self.process.pid

@@ -1,0 +1,256 @@
+"""The wire format, without a broker."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import uuid
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from enum import Enum
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from jobify import INJECT, JobContext
+from jobify.serializers import ExtendedJSONSerializer
+
+from jobify_celery._codec import (
+    HEADER_KEY,
+    ValueCodec,
+    decode_call,
+    decode_header,
+    encode_call,
+    encode_header,
+    ensure_json,
+    parse_time,
+    tagged_classes,
+    wire_signature,
+)
+from jobify_celery._errors import ArgumentLoadError
+from jobify_celery._jobify import extended_encode
+
+
+class Tier(Enum):
+    GOLD = "gold"
+
+
+@dataclasses.dataclass
+class Customer:
+    id: uuid.UUID
+    tier: Tier
+    since: date
+
+
+def target(
+    customer: Customer,
+    amount: Decimal,
+    /,
+    when: datetime,
+    *extras: int,
+    note: str = "",
+    ctx: JobContext = INJECT,
+    **tags: str,
+) -> Customer:
+    raise NotImplementedError
+
+
+SIGNATURE = inspect.signature(target)
+HINTS = {
+    "customer": Customer,
+    "amount": Decimal,
+    "when": datetime,
+    "extras": int,
+    "note": str,
+    "tags": str,
+    "ctx": JobContext,
+}
+WIRE = wire_signature(SIGNATURE, frozenset({"ctx"}))
+
+
+def default_codec() -> ValueCodec:
+    serializer = ExtendedJSONSerializer()
+    serializer.add_system_types(list(tagged_classes(HINTS.values())))
+    return ValueCodec(
+        dump=lambda value, _tp: value,
+        load=lambda value, _tp: value,
+        tag=extended_encode,
+        untag_hook=serializer.decoder_hook,
+        coerce_plain=True,
+    )
+
+
+def decode(args: list[Any], kwargs: dict[str, Any]) -> inspect.BoundArguments:
+    return decode_call(
+        "t",
+        signature=SIGNATURE,
+        wire=WIRE,
+        hints=HINTS,
+        codec=default_codec(),
+        args=args,
+        kwargs=kwargs,
+    )
+
+
+def test_call_round_trips_through_plain_json() -> None:
+    customer = Customer(uuid.uuid4(), Tier.GOLD, date(2020, 1, 2))
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    bound = SIGNATURE.bind(customer, Decimal("9.5"), when, 1, 2, note="n", color="red")
+    args, kwargs = encode_call("t", bound, HINTS, default_codec(), ["ctx"])
+    ensure_json([args, kwargs], "message")
+    back = decode(args, kwargs)
+    assert back.arguments == bound.arguments
+    assert back.args == (customer, Decimal("9.5"), when, 1, 2)
+    assert back.kwargs == {"note": "n", "color": "red"}
+
+
+def test_injected_parameters_never_travel() -> None:
+    bound = SIGNATURE.bind(
+        Customer(uuid.uuid4(), Tier.GOLD, date(2020, 1, 2)), Decimal(1), datetime.now(UTC)
+    )
+    bound.arguments["ctx"] = object()
+    args, kwargs = encode_call("t", bound, HINTS, default_codec(), ["ctx"])
+    assert "ctx" not in kwargs
+    assert len(args) == 3
+
+    def small(x: int, ctx: JobContext = INJECT) -> None:
+        raise NotImplementedError
+
+    signature = inspect.signature(small)
+    wire = wire_signature(signature, frozenset({"ctx"}))
+    with pytest.raises(ArgumentLoadError, match="unexpected keyword argument 'ctx'"):
+        decode_call(
+            "t",
+            signature=signature,
+            wire=wire,
+            hints={"x": int},
+            codec=default_codec(),
+            args=[1],
+            kwargs={"ctx": 1},
+        )
+    with pytest.raises(ArgumentLoadError, match="too many positional arguments"):
+        decode_call(
+            "t",
+            signature=signature,
+            wire=wire,
+            hints={"x": int},
+            codec=default_codec(),
+            args=[1, 2],
+            kwargs={},
+        )
+
+
+def test_plain_json_from_a_celery_client_loads_into_the_annotations() -> None:
+    ident = uuid.uuid4()
+    back = decode(
+        [
+            {"id": str(ident), "tier": "gold", "since": "2020-01-02"},
+            "9.50",
+            "2026-01-01T00:00:00+00:00",
+            3,
+        ],
+        {"note": "x"},
+    )
+    assert back.arguments["customer"] == Customer(ident, Tier.GOLD, date(2020, 1, 2))
+    assert back.arguments["amount"] == Decimal("9.50")
+    assert back.arguments["when"] == datetime(2026, 1, 1, tzinfo=UTC)
+    assert back.arguments["extras"] == (3,)
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "message"),
+    [
+        ([], {}, "arguments do not fit"),
+        ([{"id": "x"}, "1", "2026-01-01T00:00:00"], {}, "parameter 'customer'"),
+        (
+            [{"id": str(uuid.uuid4()), "tier": "tin", "since": "2020-01-01"}, "1", "2026-01-01"],
+            {},
+            "parameter 'customer'",
+        ),
+        (
+            [{"id": str(uuid.uuid4()), "tier": "gold", "since": "2020-01-01"}, "abc", "2026-01-01"],
+            {},
+            "parameter 'amount'",
+        ),
+        (
+            [
+                {"id": str(uuid.uuid4()), "tier": "gold", "since": "2020-01-01"},
+                "1",
+                "2026-01-01",
+                "x",
+            ],
+            {},
+            "parameter 'extras'",
+        ),
+        (
+            [{"id": str(uuid.uuid4()), "tier": "gold", "since": "2020-01-01"}, "1", "2026-01-01"],
+            {"k": 5},
+            "parameter 'tags'",
+        ),
+        (
+            [{"__dataclass__": {"type": "Nope", "fields": {}}}, "1", "2026-01-01"],
+            {},
+            "unknown type tag 'Nope'",
+        ),
+    ],
+)
+def test_arguments_that_do_not_load_name_task_and_parameter(
+    args: list[Any], kwargs: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ArgumentLoadError, match="task 't'") as caught:
+        decode(args, kwargs)
+    assert message in str(caught.value)
+
+
+def test_values_that_cannot_travel_are_refused_with_their_place() -> None:
+    with pytest.raises(TypeError, match=r"argument 'x' of task 't'\['k'\] is a object"):
+        ensure_json({"k": object()}, "argument 'x' of task 't'")
+    with pytest.raises(TypeError, match="key 1"):
+        ensure_json({1: "a"}, "where")
+
+
+def test_header_carries_planned_time_and_request_state() -> None:
+    codec = default_codec()
+    planned = datetime(2026, 5, 1, 12, tzinfo=UTC)
+    header = encode_header(
+        exec_at=planned, request_state={"user": "ann", "at": planned}, codec=codec
+    )
+    ensure_json(header, "header")
+    envelope = decode_header(header, codec, ZoneInfo("Europe/Paris"))
+    assert envelope.exec_at == planned
+    assert str(envelope.exec_at.tzinfo) == "Europe/Paris"
+    assert envelope.request_state == {"user": "ann", "at": planned}
+    assert HEADER_KEY == "jobify"
+
+
+def test_header_refuses_reserved_and_unserializable_state() -> None:
+    codec = default_codec()
+    now = datetime.now(UTC)
+    with pytest.raises(TypeError, match="reserved"):
+        encode_header(exec_at=now, request_state={"celery_request": 1}, codec=codec)
+    with pytest.raises(TypeError, match=r"request_state\['span'\]"):
+        encode_header(exec_at=now, request_state={"span": object()}, codec=codec)
+
+
+def test_missing_or_foreign_header_is_a_plain_celery_call() -> None:
+    codec = default_codec()
+    for raw in (None, "x", {"v": 99}):
+        envelope = decode_header(raw, codec, ZoneInfo("UTC"))
+        assert envelope.exec_at is None
+        assert envelope.request_state == {}
+
+
+def test_parse_time_reads_naive_times_in_the_app_zone() -> None:
+    tz = ZoneInfo("Asia/Tokyo")
+    assert parse_time("2026-01-01T09:00:00", tz) == datetime(2026, 1, 1, 9, tzinfo=tz)
+    assert parse_time("garbage", tz) is None
+    assert parse_time(None, tz) is None
+
+
+def test_tagged_classes_reach_nested_and_generic_hints() -> None:
+    @dataclasses.dataclass
+    class Outer:
+        inner: list[Customer]
+
+    found = set(tagged_classes([dict[str, Outer] | None]))
+    assert found == {Outer, Customer, Tier}
