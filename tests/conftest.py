@@ -11,6 +11,8 @@ from typing import Any, TypeVar
 
 import pytest
 
+from tests.servers import BROKER_URL, RESULT_BACKEND, require_rabbitmq, require_redis
+
 # Every process of this session (pytest and the workers it starts) uses one
 # queue of its own, so parallel runs on the shared broker never meet.
 os.environ.setdefault("JOBIFY_CELERY_TEST_QUEUE", f"jobify-celery-test-{uuid.uuid4().hex[:12]}")
@@ -44,3 +46,10 @@ def loop_thread() -> Iterator[LoopThread]:
     runner = LoopThread()
     yield runner
     runner.close()
+
+
+@pytest.fixture(scope="session")
+def servers() -> None:
+    """Fail (never skip) when RabbitMQ or Redis does not answer."""
+    require_rabbitmq(BROKER_URL)
+    require_redis(RESULT_BACKEND)

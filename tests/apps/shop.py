@@ -25,13 +25,12 @@ from jobify import INJECT, Job, JobContext, Jobify, JobRouter, RunMode, State
 from kombu import Queue
 
 from jobify_celery import JobifyCelery
+from tests.servers import BROKER_URL, RESULT_BACKEND
 
 QUEUE = os.environ.get("JOBIFY_CELERY_TEST_QUEUE", "jobify-celery-test-local")
 DEAD_LETTER_SOURCE = f"{QUEUE}.dl-source"
 DEAD_LETTER_QUEUE = f"{QUEUE}.dead"
 LIFECYCLE_QUEUE = f"{QUEUE}.lifecycle"
-BROKER_URL = os.environ.get("BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
-RESULT_BACKEND = os.environ.get("RESULT_BACKEND", "redis://127.0.0.1:6379/0")
 EXPIRES_MS = 120_000
 
 celery_app = Celery("shop", broker=BROKER_URL, backend=RESULT_BACKEND)

@@ -13,10 +13,9 @@ from kombu import Queue
 from pydantic import BaseModel
 
 from jobify_celery import JobifyCelery
+from tests.servers import BROKER_URL, RESULT_BACKEND
 
 QUEUE = os.environ.get("JOBIFY_CELERY_TEST_QUEUE", "jobify-celery-test-local") + ".typed"
-BROKER_URL = os.environ.get("BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
-RESULT_BACKEND = os.environ.get("RESULT_BACKEND", "redis://127.0.0.1:6379/0")
 
 celery_app = Celery("typed", broker=BROKER_URL, backend=RESULT_BACKEND)
 celery_app.conf.update(

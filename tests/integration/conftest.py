@@ -15,14 +15,7 @@ from kombu import Connection, Queue
 
 from tests.apps import shop
 from tests.conftest import LoopThread
-from tests.integration.servers import require_rabbitmq, require_redis
 from tests.integration.workers import WorkerProcess
-
-
-@pytest.fixture(scope="session")
-def servers() -> None:
-    require_rabbitmq(shop.BROKER_URL)
-    require_redis(shop.RESULT_BACKEND)
 
 
 def _delete_queues(names: list[str]) -> None:

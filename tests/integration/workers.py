@@ -30,12 +30,13 @@ class WorkerProcess:
         concurrency: int,
         log_path: Path,
         extra_env: dict[str, str] | None = None,
+        cwd: Path = REPO_ROOT,
     ) -> None:
         self.celery_app = celery_app
         self.node = node
         self.log_path = log_path
         self._log: IO[bytes] = log_path.open("wb")
-        env = {**os.environ, **(extra_env or {})}
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **(extra_env or {})}
         command = [
             sys.executable,
             "-m",

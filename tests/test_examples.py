@@ -1,0 +1,110 @@
+"""The README's quickstart runs as documented."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_quickstart(env: dict[str, str]) -> str:
+    completed = subprocess.run(
+        [sys.executable, "examples/quickstart.py"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    return completed.stdout
+
+
+def check_output(output: str) -> None:
+    assert ": success -> Receipt(order_id=42, amount=Decimal('19.99')" in output
+    assert ": failed -> ValueError('order -1 does not exist')" in output
+    assert "failed.result() raised JobFailedError: order -1 does not exist" in output
+    assert "outer: publish quickstart:charge for tenant acme" in output
+    assert "job: charge(42) ran" in output
+
+
+def test_quickstart_runs_with_no_server() -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("BROKER_URL", "RESULT_BACKEND")}
+    check_output(run_quickstart(env))
+
+
+@pytest.mark.integration
+def test_quickstart_runs_on_rabbitmq_and_redis(servers: None) -> None:
+    env = {
+        **os.environ,
+        "BROKER_URL": "amqp://guest:guest@127.0.0.1:5672//",
+        "RESULT_BACKEND": "redis://127.0.0.1:6379/0",
+    }
+    check_output(run_quickstart(env))
+
+
+def test_docker_compose_runs_the_example_shop() -> None:
+    import yaml
+
+    compose = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert set(services) == {"rabbitmq", "redis", "worker", "producer"}
+    assert "management" in services["rabbitmq"]["image"]
+    assert "-A examples.shop.tasks:celery_app worker" in services["worker"]["command"]
+    assert services["producer"]["command"] == "python -m examples.shop.producer"
+    for name in ("worker", "producer"):
+        env = services[name]["environment"]
+        assert env["BROKER_URL"].startswith("amqp://")
+        assert env["RESULT_BACKEND"].startswith("redis://")
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    assert 'pip install --no-cache-dir ".[redis]"' in dockerfile
+
+
+@pytest.mark.integration
+def test_example_shop_runs_on_a_prefork_worker(servers: None, tmp_path: Path) -> None:
+    from kombu import Connection
+
+    from tests.integration.workers import WorkerProcess
+
+    queue = f"shop-example-{os.getpid()}"
+    env = {"SHOP_QUEUE": queue}
+    os.environ["SHOP_QUEUE"] = queue
+    try:
+        from examples.shop import tasks
+
+        worker = WorkerProcess(
+            app_path="examples.shop.tasks:celery_app",
+            celery_app=tasks.celery_app,
+            queues=[queue],
+            node=f"{queue}@test",
+            pool="prefork",
+            concurrency=2,
+            log_path=tmp_path / "worker.log",
+            extra_env=env,
+            cwd=tmp_path,
+        )
+        try:
+            worker.wait_ready()
+            completed = subprocess.run(
+                [sys.executable, "-m", "examples.shop.producer"],
+                cwd=tmp_path,
+                env={**os.environ, **env, "PYTHONPATH": str(REPO_ROOT)},
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+        finally:
+            worker.stop()
+        assert completed.returncode == 0, completed.stderr
+        assert "success: Receipt(order_id=42, total=Decimal('13.70'), request_id='req-" in completed.stdout
+    finally:
+        os.environ.pop("SHOP_QUEUE", None)
+        with Connection("amqp://guest:guest@127.0.0.1:5672//") as conn:
+            conn.channel().queue_delete(queue)
