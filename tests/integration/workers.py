@@ -60,7 +60,7 @@ class WorkerProcess:
         ]
         self.process = subprocess.Popen(  # noqa: S603
             command,
-            cwd=REPO_ROOT,
+            cwd=cwd,
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
