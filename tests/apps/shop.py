@@ -278,6 +278,11 @@ async def add(a: int, b: int) -> int:
     return a + b
 
 
+@app.task
+async def total(values: list[int]) -> int:
+    return sum(values)
+
+
 @app.task(cron="* * * * * * *")
 async def every_second() -> None:
     record("every_second", str(os.getpid()))

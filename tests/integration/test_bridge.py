@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import redis
-from celery import chain, group
+from celery import chain, chord, group
 from celery.result import AsyncResult
 from jobify import JobStatus
 from jobify.exceptions import JobFailedError, JobTimeoutError
@@ -214,6 +214,8 @@ def test_plain_celery_clients_run_the_same_inner_chain(worker: Worker) -> None:
     assert _task("add").apply_async((4, 5)).get(timeout=WAIT) == 9
     assert chain(_task("add").s(1, 2), _task("add").s(10))().get(timeout=WAIT) == 13
     assert group(_task("add").s(i, i) for i in range(3))().get(timeout=WAIT) == [0, 2, 4]
+    header = [_task("add").s(i, 1) for i in range(3)]
+    assert chord(header)(_task("total").s()).get(timeout=WAIT) == 6
     assert app.send_task("tests.apps.shop:onion").get(timeout=WAIT) == "A(B(A>B>f))"
     described = app.send_task("tests.apps.shop:describe", [5]).get(timeout=WAIT)
     assert described["outer"] is None
