@@ -297,16 +297,17 @@ def _clash_message(name: str) -> str:
 
 
 def _codec_for(app: Jobify) -> ValueCodec:
+    """Build the app's value codec once, from its dumper, loader and serializer."""
     configs = app.configs
     serializer = configs.serializer
-    extended = isinstance(serializer, ExtendedJSONSerializer) and has_default_dumper(app)
+    extended = serializer if isinstance(serializer, ExtendedJSONSerializer) else None
+    if not has_default_dumper(app):
+        extended = None
     return ValueCodec(
         dump=configs.dumper.dump,
         load=configs.loader.load,
-        tag=extended_encode if extended else None,
-        untag_hook=serializer.decoder_hook
-        if isinstance(serializer, ExtendedJSONSerializer) and extended
-        else None,
+        tag=extended_encode if extended is not None else None,
+        untag_hook=extended.decoder_hook if extended is not None else None,
         coerce_plain=has_default_loader(app),
     )
 
