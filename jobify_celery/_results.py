@@ -106,6 +106,13 @@ def _async_redis_params(backend: Backend) -> dict[str, Any] | None:
     return params
 
 
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 class RedisWatcher:
     """Follows results through Redis pub/sub on one asyncio connection.
 
@@ -148,10 +155,7 @@ class RedisWatcher:
     async def close(self) -> None:
         """Cancel the connection task; pending jobs stay as they are."""
         runner, self._runner = self._runner, None
-        if runner is not None:
-            runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await runner
+        await _cancel(runner)
 
     def _key(self, task_id: str) -> bytes:
         key = self._backend.get_key_for_task(task_id)
@@ -280,10 +284,7 @@ class PollingWatcher:
     async def close(self) -> None:
         """Stop polling and release the helper thread."""
         runner, self._runner = self._runner, None
-        if runner is not None:
-            runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await runner
+        await _cancel(runner)
         executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=True)
