@@ -34,6 +34,7 @@ from jobify_celery._jobify import (
     install_hooks,
 )
 from jobify_celery._names import route_table
+from jobify_celery._options import celery_task_options, validate_route_options
 from jobify_celery._producer import ProducerSession, Publisher
 from jobify_celery._results import watcher_for
 from jobify_celery._runtime import ProcessRuntime
@@ -111,15 +112,20 @@ class JobifyCelery:
         self._track_started = track_started
         self._codec = _codec_for(app)
         self._runtime = ProcessRuntime(app)
-        self._executor = Executor(app=app, runtime=self._runtime, codec=self._codec)
+        self._executor = Executor(
+            app=app, runtime=self._runtime, codec=self._codec, session_of=self._current_session
+        )
         self._session: ProducerSession | None = None
         self._hostnames: set[str] = set()
 
+        for name, route in route_table(app, started=False):
+            validate_route_options(name, route.options)
         install_hooks(
             app,
             Publisher(
                 app=app, celery_app=celery_app, codec=self._codec, session_of=self._current_session
             ),
+            validate_route_options,
         )
         app.add_plugin(_BridgePlugin(self))
         vars(celery_app)[_CELERY_ATTR] = self
@@ -141,13 +147,13 @@ class JobifyCelery:
         routes = route_table(self.app, started=app_is_started(self.app))
         hints: list[Any] = []
         for name, route in routes:
-            self._register_task(name, route.func)
+            self._register_task(name, route.func, route.options)
             hints.extend(_hints(route.func))
         serializer = self.app.configs.serializer
         if isinstance(serializer, ExtendedJSONSerializer):
             serializer.add_system_types(list(tagged_classes(hints)))
 
-    def _register_task(self, name: str, func: Any) -> None:  # noqa: ANN401
+    def _register_task(self, name: str, func: Any, route_options: Any) -> None:  # noqa: ANN401
         existing = self.celery_app.tasks.get(name)
         if existing is not None:
             if getattr(existing, "jobify_route", None) == name:
@@ -168,11 +174,13 @@ class JobifyCelery:
         run.__module__ = getattr(func, "__module__", __name__)
         run.__doc__ = getattr(func, "__doc__", None)
         options: dict[str, Any] = {
+            "track_started": self._track_started,
+            **celery_task_options(route_options),
             "name": name,
             "bind": True,
             "base": JobifyTask,
             "serializer": "json",
-            "track_started": self._track_started,
+            "max_retries": None,
             "jobify_route": name,
             "__header__": staticmethod(check_arguments),
         }

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = (
     "HEADER_KEY",
+    "PUBLISH_STAMP",
     "RESERVED_STATE_KEYS",
     "WIRE_VERSION",
     "Envelope",
@@ -53,7 +54,10 @@ __all__ = (
 
 HEADER_KEY: Final[str] = "jobify"
 WIRE_VERSION: Final[int] = 1
-RESERVED_STATE_KEYS: Final[frozenset[str]] = frozenset({"celery_request", "celery_task"})
+#: Celery stamp carrying a token per publish, so ``replace`` can revoke the
+#: superseded publish of a job id without revoking the id itself.
+PUBLISH_STAMP: Final[str] = "jobify_publish"
+RESERVED_STATE_KEYS: Final[frozenset[str]] = frozenset({"celery_request", "celery_task", "attempt"})
 
 _PRIMITIVES: Final = (str, int, float, bool, type(None))
 _VAR_POSITIONAL: Final = inspect.Parameter.VAR_POSITIONAL

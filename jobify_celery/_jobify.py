@@ -11,12 +11,13 @@ each of them, so an upgrade that breaks one fails loudly.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeAlias, cast
 
 from jobify import Job, JobContext, RequestState
 from jobify._internal.common.constants import PATCH_CRON_DEF_ID
 from jobify._internal.message import AtArguments, CronArguments, PushArguments
+from jobify._internal.middleware.retry import RetryMiddleware
 from jobify._internal.router.root import CRONS_DEF_KEY, RootRoute
 from jobify._internal.serializers.json_extended import json_extended_encoder
 from jobify._internal.typeadapter.dummy import DummyDumper, DummyLoader
@@ -40,6 +41,7 @@ __all__ = (
     "extended_encode",
     "finish_job",
     "func_spec_of",
+    "handle_of",
     "has_default_dumper",
     "has_default_loader",
     "install_hooks",
@@ -52,6 +54,7 @@ __all__ = (
 DECLARED_CRON_SUFFIX: Final[str] = PATCH_CRON_DEF_ID
 
 PublishTerminal: TypeAlias = Callable[["OuterContext"], Awaitable["asyncio.Handle"]]
+OptionsCheck: TypeAlias = Callable[[str, Mapping[str, Any]], None]
 
 
 class RemoteJob(Job[Any]):
@@ -73,12 +76,19 @@ class RemoteJob(Job[Any]):
             check()
         await super().wait()
 
-    async def cancel(self) -> None:
-        """Revoke the Celery task, then cancel the job as Jobify does."""
-        handle = self._handle
-        revoke = getattr(handle, "revoke", None)
-        if revoke is not None and not self.is_done():
-            revoke()
+    async def cancel(self, *, terminate: bool = False) -> None:
+        """Cancel the job wherever it is; a finished job stays as it is.
+
+        Before its run, no worker runs it (even after its ETA); while an async
+        function runs, its worker cancels it cooperatively (``finally`` blocks
+        run). ``terminate=True`` also kills the prefork process running it,
+        the only way to stop a synchronous function.
+        """
+        if self.is_done():
+            return
+        revoke = getattr(self._handle, "revoke", None)
+        if revoke is not None:
+            revoke(terminate=terminate)
         await super().cancel()
 
 
@@ -93,16 +103,21 @@ def make_remote(job: Job[Any]) -> RemoteJob:
     return cast("RemoteJob", job)
 
 
-def install_hooks(app: Jobify, terminal: PublishTerminal) -> None:
-    """Make the outer chain publish, and start no local timer at startup.
+def install_hooks(app: Jobify, terminal: PublishTerminal, check_options: OptionsCheck) -> None:
+    """Adapt a Jobify app to run its jobs on Celery.
 
-    Jobify builds each route's outer chain at startup from
-    ``app._schedule``; an instance attribute of the same name takes its
-    place. ``app._restore_schedules`` would arm local timers for declared
-    crons and for schedules kept in Jobify's storage: with Celery, beat fires
-    crons and the broker keeps pending jobs, so it is replaced by a step that
-    only drops Jobify's bookkeeping of declared crons (beat reads them from
-    the routes' options).
+    * The outer chain's last step publishes: Jobify builds each route's outer
+      chain at startup from ``app._schedule``, and an instance attribute of
+      the same name takes its place.
+    * No local timer at startup: ``app._restore_schedules`` would arm timers
+      for declared crons and stored schedules; with Celery, beat fires crons
+      and the broker keeps pending jobs, so it only drops Jobify's record of
+      declared crons (beat reads them from the routes' options).
+    * Retries are re-publishes through the broker, decided after the whole
+      inner chain failed, so Jobify's in-process retry step (an
+      ``asyncio.sleep`` that would hold a worker slot) leaves the chain.
+    * Route options are checked when a route is declared on the app, and
+      when routers' routes are registered at startup.
     """
 
     async def restore_nothing() -> None:
@@ -112,10 +127,29 @@ def install_hooks(app: Jobify, terminal: PublishTerminal) -> None:
     app_dict["_schedule"] = terminal
     app_dict["_restore_schedules"] = restore_nothing
 
+    registrator = app.task
+    registrator._system_middleware = tuple(  # noqa: SLF001
+        step
+        for step in registrator._system_middleware  # noqa: SLF001
+        if not isinstance(step, RetryMiddleware)
+    )
+    register = registrator.register
+
+    def checked_register(name: str, func: Callable[..., Any], options: Any) -> Any:  # noqa: ANN401
+        check_options(name, options)
+        return register(name, func, options)
+
+    vars(registrator)["register"] = checked_register
+
 
 def app_is_started(app: Jobify) -> bool:
     """Tell whether ``app.startup()`` has run and ``shutdown()`` has not."""
     return bool(app.configs.app_started)
+
+
+def handle_of(job: Job[Any]) -> object:
+    """Return what the job's ``_handle`` holds (a ``ResultHandle`` once published)."""
+    return job._handle  # noqa: SLF001
 
 
 def finish_job(app: Jobify, job: Job[Any]) -> None:

@@ -11,9 +11,12 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from celery import states
+from celery.exceptions import TimeLimitExceeded
 from celery.utils.serialization import create_exception_cls
 from jobify import JobStatus
 from jobify.exceptions import JobTimeoutError
+
+from jobify_celery._codec import PUBLISH_STAMP
 
 __all__ = ("Outcome", "exception_from_stored", "read_meta")
 
@@ -45,12 +48,19 @@ def read_meta(meta: Any) -> Outcome:  # noqa: ANN401, PLR0911
     if state == states.STARTED:
         return Outcome(status=JobStatus.RUNNING, done=False)
     if state == states.REVOKED:
+        if PUBLISH_STAMP in str(meta.get("result")):
+            # A publish superseded by ``replace`` was skipped; the job's
+            # current publish is still to come.
+            return Outcome(status=None, done=False)
         return Outcome(status=JobStatus.CANCELLED, done=True)
+    if state == states.RETRY:
+        return Outcome(status=JobStatus.SCHEDULED, done=False)
     if state in _WAITING:
         return Outcome(status=None, done=False)
     if state in states.EXCEPTION_STATES:
         error = exception_from_stored(meta.get("result"))
-        status = JobStatus.TIMEOUT if isinstance(error, JobTimeoutError) else JobStatus.FAILED
+        timed_out = isinstance(error, (JobTimeoutError, TimeLimitExceeded))
+        status = JobStatus.TIMEOUT if timed_out else JobStatus.FAILED
         return Outcome(status=status, done=True, error=error)
     return Outcome(status=None, done=False)
 

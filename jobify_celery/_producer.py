@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import functools
 import logging
+import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from jobify import JobStatus
 
-from jobify_celery._codec import HEADER_KEY, encode_call, encode_header
+from jobify_celery._codec import HEADER_KEY, PUBLISH_STAMP, encode_call, encode_header
 from jobify_celery._coerce import CoercionError
 from jobify_celery._errors import (
     AppBindingError,
@@ -31,6 +32,7 @@ from jobify_celery._jobify import (
     CronArguments,
     RemoteJob,
     finish_job,
+    handle_of,
     make_remote,
     tracker_of,
 )
@@ -45,7 +47,7 @@ if TYPE_CHECKING:
     from jobify import Jobify, OuterContext
 
     from jobify_celery._codec import ValueCodec
-    from jobify_celery._results import Watcher
+    from jobify_celery._results import MetaCallback, Watcher
 
 __all__ = ("ProducerSession", "Publisher", "ResultHandle")
 
@@ -74,23 +76,46 @@ class ProducerSession:
 
 
 class ResultHandle:
-    """A published job's handle: Jobify cancels it, ``RemoteJob`` revokes it."""
+    """A published job's handle: Jobify cancels it, ``RemoteJob`` revokes it.
 
-    __slots__ = ("_celery_app", "_session", "task_id")
+    ``token`` is the stamp of the job's current publish: a ``replace``
+    revokes the previous token, so the superseded message is skipped by the
+    workers while the job keeps its id.
+    """
+
+    __slots__ = ("_celery_app", "_session", "follower", "task_id", "token")
 
     def __init__(self, celery_app: Celery, session: ProducerSession, task_id: str) -> None:
         self._celery_app = celery_app
         self._session = session
         self.task_id = task_id
+        self.token = ""
+        self.follower: MetaCallback | None = None
 
     def cancel(self) -> None:
         """Stop following the result (Jobify calls this on cancel and shutdown)."""
-        if self._session.watcher is not None:
-            self._session.watcher.forget(self.task_id)
+        if self._session.watcher is not None and self.follower is not None:
+            self._session.watcher.forget(self.task_id, self.follower)
 
-    def revoke(self) -> None:
-        """Ask every worker not to run the task (``celery control revoke``)."""
-        self._celery_app.control.revoke(self.task_id)
+    def revoke(self, *, terminate: bool = False) -> None:
+        """Tell every worker not to run the job, and record it in the backend.
+
+        ``terminate=True`` also kills the pool process running it (prefork
+        only): the one way to stop a synchronous function mid-run. A running
+        async function is cancelled cooperatively in any case: its worker
+        follows the job's state and cancels it when it turns REVOKED.
+        """
+        control = self._celery_app.control
+        control.revoke(self.task_id, terminate=terminate, signal="SIGTERM")
+        if self._session.watcher is not None:
+            self._celery_app.backend.mark_as_revoked(
+                self.task_id, reason="cancelled by its producer"
+            )
+
+    def supersede(self) -> None:
+        """Revoke the current publish only (the job is being replaced)."""
+        if self.token:
+            self._celery_app.control.revoke_by_stamped_headers({PUBLISH_STAMP: [self.token]})
 
     def check_waitable(self) -> None:
         """Raise instead of letting ``await job`` hang with no result backend."""
@@ -148,16 +173,33 @@ class Publisher:
         }
         eta = _eta_of(trigger, job.exec_at, self._app.configs.tz)
         session: ProducerSession = self._session_of()
-        task.apply_async(args, kwargs, task_id=job.id, eta=eta, headers=headers)
+        previous = handle_of(job)
+        token = uuid.uuid4().hex
+        task.apply_async(
+            args,
+            kwargs,
+            task_id=job.id,
+            eta=eta,
+            headers=headers,
+            stamped_headers=[PUBLISH_STAMP],
+            **{PUBLISH_STAMP: token},
+        )
+        if isinstance(previous, ResultHandle) and isinstance(job, RemoteJob):
+            # replace=True of a job this producer published: same id, new time.
+            previous.supersede()
+            previous.token = token
+            job.status = JobStatus.SCHEDULED
+            return cast("asyncio.Handle", previous)
 
         handle = ResultHandle(self._celery_app, session, job.id)
+        handle.token = token
         tracker_of(self._app).register_job(job)
         job.bind_handle(cast("asyncio.Handle", handle))
         remote = make_remote(job)
         remote.status = JobStatus.SCHEDULED
         if session.watcher is not None:
-            on_meta = functools.partial(self._on_meta, remote, context.func_spec.result_type, name)
-            session.watcher.watch(job.id, on_meta)
+            handle.follower = functools.partial(self._on_meta, remote, spec.result_type, name)
+            session.watcher.watch(job.id, handle.follower)
         return cast("asyncio.Handle", handle)
 
     def _on_meta(self, job: RemoteJob, result_type: Any, name: str, meta: dict[str, Any]) -> bool:  # noqa: ANN401

@@ -12,8 +12,9 @@ One watcher per producer process and loop serves every job that is awaited:
   pending results in a batch on one helper thread, every ``interval``.
 
 Both call ``callback(meta)`` on the loop with the stored meta as decoded from
-JSON (exceptions not yet rebuilt); a callback returns ``True`` once the job
-is finished, which ends the watch.
+JSON (exceptions not yet rebuilt); a callback returns ``True`` once it needs
+no more, which ends its watch. Several callbacks may follow one task id (a
+process that both pushes a job and runs it follows it twice).
 """
 
 from __future__ import annotations
@@ -70,10 +71,10 @@ class Watcher(Protocol):
     """Follows pending task ids until their result is stored."""
 
     def watch(self, task_id: str, callback: MetaCallback) -> None:
-        """Start following ``task_id``."""
+        """Start calling ``callback`` with each state stored for ``task_id``."""
 
-    def forget(self, task_id: str) -> None:
-        """Stop following ``task_id`` (its job was cancelled or is done)."""
+    def forget(self, task_id: str, callback: MetaCallback) -> None:
+        """Stop calling ``callback`` for ``task_id``."""
 
     async def close(self) -> None:
         """Stop following everything and release connections."""
@@ -106,6 +107,50 @@ def _async_redis_params(backend: Backend) -> dict[str, Any] | None:
     return params
 
 
+class _Followers:
+    """The callbacks following each task id."""
+
+    __slots__ = ("_by_id",)
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, list[MetaCallback]] = {}
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self._by_id
+
+    def __bool__(self) -> bool:
+        return bool(self._by_id)
+
+    def ids(self) -> list[str]:
+        return list(self._by_id)
+
+    def add(self, task_id: str, callback: MetaCallback) -> None:
+        self._by_id.setdefault(task_id, []).append(callback)
+
+    def remove(self, task_id: str, callback: MetaCallback) -> bool:
+        """Drop one callback; tell whether nobody follows ``task_id`` any more."""
+        callbacks = self._by_id.get(task_id)
+        if callbacks is None:
+            return False
+        if callback in callbacks:
+            callbacks.remove(callback)
+        if callbacks:
+            return False
+        del self._by_id[task_id]
+        return True
+
+    def deliver(self, task_id: str, meta: dict[str, Any]) -> bool:
+        """Call every follower; tell whether nobody follows ``task_id`` any more."""
+        callbacks = self._by_id.get(task_id)
+        if not callbacks:
+            return False
+        finished = [callback for callback in list(callbacks) if callback(meta)]
+        ended = False
+        for callback in finished:
+            ended = self.remove(task_id, callback) or ended
+        return ended
+
+
 async def _cancel(task: asyncio.Task[None] | None) -> None:
     if task is not None:
         task.cancel()
@@ -124,7 +169,7 @@ class RedisWatcher:
     def __init__(self, backend: Backend, params: dict[str, Any]) -> None:
         self._backend = backend
         self._params = params
-        self._callbacks: dict[str, MetaCallback] = {}
+        self._callbacks = _Followers()
         self._channels: dict[bytes, str] = {}
         self._to_subscribe: set[str] = set()
         self._to_unsubscribe: set[bytes] = set()
@@ -134,7 +179,7 @@ class RedisWatcher:
 
     def watch(self, task_id: str, callback: MetaCallback) -> None:
         """Follow ``task_id``; ``callback`` gets each state the worker stores."""
-        self._callbacks[task_id] = callback
+        self._callbacks.add(task_id, callback)
         self._to_subscribe.add(task_id)
         self._wakeup.set()
         if self._runner is None or self._runner.done():
@@ -142,10 +187,13 @@ class RedisWatcher:
                 self._run(), name="jobify-celery-result-watcher"
             )
 
-    def forget(self, task_id: str) -> None:
-        """Stop following ``task_id``."""
-        if self._callbacks.pop(task_id, None) is None:
+    def forget(self, task_id: str, callback: MetaCallback) -> None:
+        """Stop calling ``callback`` for ``task_id``."""
+        if not self._callbacks.remove(task_id, callback):
             return
+        self._unsubscribe(task_id)
+
+    def _unsubscribe(self, task_id: str) -> None:
         self._to_subscribe.discard(task_id)
         key = self._key(task_id)
         if self._channels.pop(key, None) is not None:
@@ -162,16 +210,15 @@ class RedisWatcher:
         return key if isinstance(key, bytes) else str(key).encode()
 
     def _deliver(self, task_id: str, payload: Any) -> None:  # noqa: ANN401
-        callback = self._callbacks.get(task_id)
-        if callback is None or payload is None:
+        if task_id not in self._callbacks or payload is None:
             return
         try:
             meta = self._backend.decode(payload)
         except Exception:
             logger.exception("Cannot decode the stored result of task %s", task_id)
             return
-        if callback(meta):
-            self.forget(task_id)
+        if self._callbacks.deliver(task_id, meta):
+            self._unsubscribe(task_id)
 
     async def _run(self) -> None:
         import redis.asyncio as aioredis  # noqa: PLC0415
@@ -195,7 +242,7 @@ class RedisWatcher:
             await pubsub.subscribe(self._keep_alive_channel)
             self._channels.clear()
             self._to_unsubscribe.clear()
-            self._to_subscribe.update(self._callbacks)
+            self._to_subscribe.update(self._callbacks.ids())
             reader = asyncio.get_running_loop().create_task(self._read(pubsub))
             while True:
                 await self._sync_subscriptions(client, pubsub)
@@ -225,7 +272,7 @@ class RedisWatcher:
         if not done:
             # Quiet for a while: read every pending key once, in case a
             # published result was missed during a reconnect.
-            self._to_subscribe.update(self._callbacks)
+            self._to_subscribe.update(self._callbacks.ids())
         self._wakeup.clear()
 
     async def _sync_subscriptions(self, client: Any, pubsub: Any) -> None:  # noqa: ANN401
@@ -236,7 +283,7 @@ class RedisWatcher:
         while self._to_subscribe:
             batch = [t for t in self._to_subscribe if t in self._callbacks][:_MGET_BATCH]
             self._to_subscribe.difference_update(batch)
-            self._to_subscribe.intersection_update(self._callbacks)
+            self._to_subscribe.intersection_update(self._callbacks.ids())
             if not batch:
                 continue
             keys = [self._key(t) for t in batch]
@@ -265,21 +312,21 @@ class PollingWatcher:
     def __init__(self, backend: Backend, interval: float = 0.05) -> None:
         self._backend = backend
         self._interval = interval
-        self._callbacks: dict[str, MetaCallback] = {}
+        self._callbacks = _Followers()
         self._runner: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
 
     def watch(self, task_id: str, callback: MetaCallback) -> None:
         """Follow ``task_id``; ``callback`` gets each state the worker stores."""
-        self._callbacks[task_id] = callback
+        self._callbacks.add(task_id, callback)
         if self._runner is None or self._runner.done():
             self._runner = asyncio.get_running_loop().create_task(
                 self._run(), name="jobify-celery-result-poller"
             )
 
-    def forget(self, task_id: str) -> None:
-        """Stop following ``task_id``."""
-        self._callbacks.pop(task_id, None)
+    def forget(self, task_id: str, callback: MetaCallback) -> None:
+        """Stop calling ``callback`` for ``task_id``."""
+        self._callbacks.remove(task_id, callback)
 
     async def close(self) -> None:
         """Stop polling and release the helper thread."""
@@ -294,16 +341,14 @@ class PollingWatcher:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="jobify-celery-results")
         loop = asyncio.get_running_loop()
         while self._callbacks:
-            ids = list(self._callbacks)
+            ids = self._callbacks.ids()
             try:
                 metas = await loop.run_in_executor(self._executor, self._fetch, ids)
             except Exception:
                 logger.warning("Reading results failed; retrying", exc_info=True)
                 metas = []
             for task_id, meta in metas:
-                callback = self._callbacks.get(task_id)
-                if callback is not None and callback(meta):
-                    self.forget(task_id)
+                self._callbacks.deliver(task_id, meta)
             await asyncio.sleep(self._interval)
 
     def _fetch(self, ids: list[str]) -> list[tuple[str, dict[str, Any]]]:

@@ -10,24 +10,29 @@ into a ``JobContext``:
 * ``runnable``: the function with the message's arguments loaded to their
   annotated types (``ArgumentLoadError`` naming the parameter otherwise);
 * ``request_state``: what the producer's outer middleware stored, plus
-  ``celery_request`` (the Celery request, ``task.request``) and
-  ``celery_task`` (the bound Celery task);
+  ``celery_request`` (the Celery request, ``task.request``), ``celery_task``
+  (the bound Celery task) and ``attempt`` (1 for the first run, 2 for the
+  first retry, ...);
 * ``state``, ``route_options``, ``jobify_config``, ``app`` and a working
   ``schedule_builder``, as Jobify gives them.
 
-The route's inner chain (user middleware, Jobify's retry, exception handlers
-and timeout) runs around the function; whatever it returns is the task's
-result, dumped for the return annotation. Celery's own task signals fire
-around the whole call as for any Celery task.
+The route's inner chain (user middleware, exception handlers, timeout) runs
+around the function; whatever it returns is the task's result, dumped for the
+return annotation. A failure the route's ``retry`` covers is re-published
+through the broker with the policy's delay; a job whose state turns REVOKED
+while it runs (``await job.cancel()``) is cancelled. Celery's own task
+signals fire around the whole call as for any Celery task.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
-from jobify import INJECT, Job, JobStatus, RequestState
+from celery.exceptions import Ignore, TaskPredicate
+from jobify import INJECT, Job, JobStatus, RequestState, SmartRetry
 from jobify.exceptions import JobTimeoutError
 
 from jobify_celery._codec import (
@@ -38,24 +43,34 @@ from jobify_celery._codec import (
     parse_time,
     wire_signature,
 )
-from jobify_celery._errors import AppBindingError, RemoteJobTimeoutError
+from jobify_celery._errors import AppBindingError, ArgumentLoadError, RemoteJobTimeoutError
 from jobify_celery._jobify import (
     build_job_context,
     func_spec_of,
     route_by_name,
     run_inner_chain,
 )
+from jobify_celery._options import retry_policy
+from jobify_celery._outcome import read_meta
 
 if TYPE_CHECKING:
     import inspect
+    from collections.abc import Callable
+    from zoneinfo import ZoneInfo
 
     from celery import Task
-    from jobify import Jobify
+    from jobify import JobContext, Jobify
 
     from jobify_celery._codec import ValueCodec
+    from jobify_celery._producer import ProducerSession
     from jobify_celery._runtime import ProcessRuntime
 
 __all__ = ("Executor", "injected_names")
+
+#: Seconds a job runs before its worker starts following it for a cancel.
+_CANCEL_WATCH_AFTER: Final = 0.2
+#: Failures that are never retried: bad input, and Celery's own control flow.
+_NEVER_RETRIED: Final = (ArgumentLoadError, AppBindingError, TaskPredicate)
 
 
 def injected_names(signature: inspect.Signature) -> frozenset[str]:
@@ -71,6 +86,26 @@ class _Plan:
     wire: inspect.Signature
     hints: dict[str, Any]
     result_type: Any
+    retry: SmartRetry | None
+
+
+class _CancelWatch:
+    """Cancels a running job when its state turns REVOKED (``job.cancel()``)."""
+
+    __slots__ = ("requested", "task")
+
+    def __init__(self, task: asyncio.Task[Any] | None) -> None:
+        self.task = task
+        self.requested = False
+
+    def on_meta(self, meta: dict[str, Any]) -> bool:
+        outcome = read_meta(meta)
+        if outcome.done and outcome.status is JobStatus.CANCELLED:
+            self.requested = True
+            if self.task is not None:
+                self.task.cancel()
+            return True
+        return False
 
 
 def _forget_job(_job_id: str) -> None:
@@ -80,19 +115,53 @@ def _forget_job(_job_id: str) -> None:
 class Executor:
     """Runs one Celery invocation of a Jobify route on the process's loop."""
 
-    __slots__ = ("_app", "_codec", "_plans", "_runtime")
+    __slots__ = ("_app", "_codec", "_plans", "_runtime", "_session_of")
 
-    def __init__(self, *, app: Jobify, runtime: ProcessRuntime, codec: ValueCodec) -> None:
+    def __init__(
+        self,
+        *,
+        app: Jobify,
+        runtime: ProcessRuntime,
+        codec: ValueCodec,
+        session_of: Callable[[], ProducerSession],
+    ) -> None:
         self._app = app
         self._runtime = runtime
         self._codec = codec
+        self._session_of = session_of
         self._plans: dict[str, _Plan] = {}
 
     def __call__(self, task: Task, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:  # noqa: ANN401
-        """Run the route ``name`` for the Celery ``task`` now executing."""
+        """Run the route ``name`` for the Celery ``task`` now executing.
+
+        A failure the route's retry policy covers becomes a Celery retry: the
+        same message is published again with the policy's delay as its
+        countdown (before this one is acknowledged), so no worker slot sleeps
+        and a worker lost in between loses no attempt.
+        """
         # task.request lives on the pool thread's request stack: read it here.
         request = task.request
-        return self._runtime.run(self._execute(task, request, name, args, kwargs))
+        try:
+            return self._runtime.run(self._execute(task, request, name, args, kwargs))
+        except Exception as exc:
+            delay = self._retry_delay(name, exc, request)
+            if delay is None:
+                raise
+            raise task.retry(exc=exc, countdown=delay) from None
+
+    def _retry_delay(self, name: str, exc: Exception, request: Any) -> float | None:  # noqa: ANN401
+        plan = self._plans.get(name)
+        policy = plan.retry if plan is not None else None
+        if policy is None or isinstance(exc, _NEVER_RETRIED):
+            return None
+        if isinstance(exc, policy.exclude_exceptions):
+            return None
+        if not isinstance(exc, policy.include_exceptions):
+            return None
+        attempt = int(request.retries or 0) + 1
+        if attempt > policy.retries:
+            return None
+        return policy.compute_delay(attempt)
 
     async def _execute(
         self,
@@ -123,11 +192,10 @@ class Executor:
         )
         tz = app.configs.tz
         envelope = decode_header(getattr(request, HEADER_KEY, None), codec, tz)
-        exec_at = envelope.exec_at or parse_time(request.eta, tz) or datetime.now(tz=tz)
         builder = route.create_builder(bound)
         job: Job[Any] = Job(
             job_id=request.id,
-            exec_at=exec_at,
+            exec_at=_planned_time(request, envelope.exec_at, tz),
             storage=app.configs.storage,
             unregister_hook=_forget_job,
             job_status=JobStatus.RUNNING,
@@ -135,9 +203,30 @@ class Executor:
         request_state = RequestState(envelope.request_state)
         request_state["celery_request"] = request
         request_state["celery_task"] = task
+        request_state["attempt"] = int(request.retries or 0) + 1
         context = build_job_context(app=app, builder=builder, job=job, request_state=request_state)
+        result = await self._run_cancellable(builder, context, job)
+        dumped = codec.dump(result, plan.result_type)
+        ensure_json(dumped, f"the result of task {name!r}")
+        return dumped
+
+    async def _run_cancellable(self, builder: Any, context: JobContext, job: Job[Any]) -> Any:  # noqa: ANN401
+        """Run the inner chain; a REVOKED state seen meanwhile cancels it.
+
+        The job's own result channel is followed only once it has run for
+        ``_CANCEL_WATCH_AFTER`` seconds: short jobs cost nothing extra.
+        """
+        watch = _CancelWatch(asyncio.current_task())
+        loop = asyncio.get_running_loop()
+        start_watch = loop.call_later(_CANCEL_WATCH_AFTER, self._watch, job.id, watch)
         try:
             result = await run_inner_chain(builder, context)
+        except asyncio.CancelledError:
+            if watch.requested:
+                job.status = JobStatus.CANCELLED
+                # Its producer stored REVOKED already: store nothing over it.
+                raise Ignore from None
+            raise
         except JobTimeoutError as exc:
             job.set_exception(exc, status=JobStatus.TIMEOUT)
             if isinstance(exc, RemoteJobTimeoutError):
@@ -146,10 +235,21 @@ class Executor:
         except Exception as exc:
             job.set_exception(exc, status=JobStatus.FAILED)
             raise
+        finally:
+            start_watch.cancel()
+            self._unwatch(job.id, watch)
         job.set_result(result, status=JobStatus.SUCCESS)
-        dumped = codec.dump(result, plan.result_type)
-        ensure_json(dumped, f"the result of task {name!r}")
-        return dumped
+        return result
+
+    def _watch(self, task_id: str, watch: _CancelWatch) -> None:
+        watcher = self._session_of().watcher
+        if watcher is not None:
+            watcher.watch(task_id, watch.on_meta)
+
+    def _unwatch(self, task_id: str, watch: _CancelWatch) -> None:
+        watcher = self._session_of().watcher
+        if watcher is not None:
+            watcher.forget(task_id, watch.on_meta)
 
     def _plan(self, name: str, route: Any) -> _Plan:  # noqa: ANN401
         spec = func_spec_of(route)
@@ -159,6 +259,15 @@ class Executor:
             wire=wire_signature(signature, frozenset(spec.inject_params)),
             hints=dict(spec.type_params),
             result_type=spec.result_type,
+            retry=retry_policy(route.options),
         )
         self._plans[name] = plan
         return plan
+
+
+def _planned_time(request: Any, header_time: datetime | None, tz: ZoneInfo) -> datetime:  # noqa: ANN401
+    """Return the run's planned time: a retry's ETA, else the producer's, else now."""
+    eta = parse_time(request.eta, tz)
+    if request.retries and eta is not None:
+        return eta
+    return header_time or eta or datetime.now(tz=tz)

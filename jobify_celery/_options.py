@@ -1,0 +1,119 @@
+"""Route options: checked when a route is declared, mapped to Celery task options.
+
+Pure functions. A route's Jobify options (``retry``, ``timeout``, ...) are
+validated here, and turned into the attributes of the Celery task that stands
+for it: Jobify tasks acknowledge late and are redelivered when the process
+running them dies (at-least-once), a ``timeout`` also sets Celery's hard time
+limit a little later, and ``metadata={"celery": {...}}`` sets any of the
+task attributes in :data:`CELERY_TASK_OPTIONS` per route.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, Final
+
+from jobify import SmartRetry
+
+__all__ = (
+    "CELERY_TASK_OPTIONS",
+    "TIME_LIMIT_GRACE",
+    "celery_task_options",
+    "retry_policy",
+    "validate_route_options",
+)
+
+#: Celery task attributes a route may set through ``metadata={"celery": {...}}``.
+CELERY_TASK_OPTIONS: Final = frozenset(
+    {
+        "acks_late",
+        "reject_on_worker_lost",
+        "acks_on_failure_or_timeout",
+        "ignore_result",
+        "store_errors_even_if_ignored",
+        "track_started",
+        "time_limit",
+        "soft_time_limit",
+        "rate_limit",
+        "expires",
+        "priority",
+        "queue",
+        "exchange",
+        "routing_key",
+    }
+)
+
+#: Seconds between a route's ``timeout`` and the hard time limit Celery enforces.
+TIME_LIMIT_GRACE: Final = 1.0
+
+
+def retry_policy(options: Mapping[str, Any]) -> SmartRetry | None:
+    """Return the route's retry policy (``retry=N`` means ``SmartRetry(N)``)."""
+    retry = options.get("retry")
+    if isinstance(retry, SmartRetry):
+        return retry
+    if isinstance(retry, int) and not isinstance(retry, bool):
+        return SmartRetry(retries=retry)
+    return None
+
+
+def validate_route_options(name: str, options: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` (``TypeError``) naming the route and the option that cannot work."""
+    retry = options.get("retry")
+    if retry is not None:
+        _check_retry(name, retry)
+    timeout = options.get("timeout")
+    if timeout is not None and (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or not math.isfinite(timeout)
+        or timeout <= 0
+    ):
+        msg = f"route {name!r}: timeout must be a positive number of seconds, got {timeout!r}"
+        raise ValueError(msg)
+    metadata = options.get("metadata") or {}
+    celery = metadata.get("celery") if isinstance(metadata, Mapping) else None
+    if celery is not None:
+        if not isinstance(celery, Mapping):
+            msg = f"route {name!r}: metadata['celery'] must be a mapping of task options"
+            raise ValueError(msg)
+        unknown = sorted(set(celery) - CELERY_TASK_OPTIONS)
+        if unknown:
+            msg = (
+                f"route {name!r}: metadata['celery'] has unknown option(s) {unknown}; "
+                f"known: {sorted(CELERY_TASK_OPTIONS)}"
+            )
+            raise ValueError(msg)
+
+
+def _check_retry(name: str, retry: Any) -> None:  # noqa: ANN401
+    if isinstance(retry, bool) or not isinstance(retry, (int, SmartRetry)):
+        msg = f"route {name!r}: retry must be an int or a SmartRetry, got {retry!r}"
+        raise TypeError(msg)
+    policy = retry if isinstance(retry, SmartRetry) else SmartRetry(retries=retry)
+    problems = []
+    if policy.retries < 0:
+        problems.append(f"retries={policy.retries} is negative")
+    if policy.initial_delay < 0:
+        problems.append(f"initial_delay={policy.initial_delay} is negative")
+    if policy.max_delay < 0:
+        problems.append(f"max_delay={policy.max_delay} is negative")
+    if policy.backoff_factor <= 0:
+        problems.append(f"backoff_factor={policy.backoff_factor} is not positive")
+    if problems:
+        msg = f"route {name!r}: invalid retry policy: {', '.join(problems)}"
+        raise ValueError(msg)
+
+
+def celery_task_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the Celery task attributes for a route's options."""
+    task_options: dict[str, Any] = {"acks_late": True, "reject_on_worker_lost": True}
+    timeout = options.get("timeout")
+    if timeout is not None:
+        task_options["time_limit"] = float(timeout) + TIME_LIMIT_GRACE
+    metadata = options.get("metadata") or {}
+    celery = metadata.get("celery") if isinstance(metadata, Mapping) else None
+    if isinstance(celery, Mapping):
+        task_options.update(celery)
+    return task_options
