@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 
 __all__ = (
     "HEADER_KEY",
-    "PUBLISH_STAMP",
     "RESERVED_STATE_KEYS",
     "WIRE_VERSION",
     "Envelope",
@@ -54,9 +53,6 @@ __all__ = (
 
 HEADER_KEY: Final[str] = "jobify"
 WIRE_VERSION: Final[int] = 1
-#: Celery stamp carrying a token per publish, so ``replace`` can revoke the
-#: superseded publish of a job id without revoking the id itself.
-PUBLISH_STAMP: Final[str] = "jobify_publish"
 RESERVED_STATE_KEYS: Final[frozenset[str]] = frozenset({"celery_request", "celery_task", "attempt"})
 
 _PRIMITIVES: Final = (str, int, float, bool, type(None))
@@ -279,6 +275,7 @@ class Envelope:
 
     exec_at: datetime | None
     request_state: dict[str, Any]
+    publish: str | None = None
 
 
 def encode_header(
@@ -286,6 +283,7 @@ def encode_header(
     exec_at: datetime,
     request_state: Mapping[str, Any],
     codec: ValueCodec,
+    publish: str = "",
 ) -> dict[str, Any]:
     """Build the ``jobify`` header for a publish."""
     state: dict[str, Any] = {}
@@ -299,7 +297,10 @@ def encode_header(
         item = codec.dump(value, Any)
         ensure_json(item, f"request_state[{key!r}]")
         state[key] = item
-    return {"v": WIRE_VERSION, "exec_at": exec_at.isoformat(), "request_state": state}
+    header = {"v": WIRE_VERSION, "exec_at": exec_at.isoformat(), "request_state": state}
+    if publish:
+        header["publish"] = publish
+    return header
 
 
 def decode_header(raw: Any, codec: ValueCodec, tz: ZoneInfo) -> Envelope:  # noqa: ANN401
@@ -311,7 +312,12 @@ def decode_header(raw: Any, codec: ValueCodec, tz: ZoneInfo) -> Envelope:  # noq
     request_state = (
         {str(k): codec.untag(v) for k, v in state.items()} if isinstance(state, Mapping) else {}
     )
-    return Envelope(exec_at=exec_at, request_state=request_state)
+    publish = raw.get("publish")
+    return Envelope(
+        exec_at=exec_at,
+        request_state=request_state,
+        publish=publish if isinstance(publish, str) else None,
+    )
 
 
 def parse_time(raw: Any, tz: ZoneInfo) -> datetime | None:  # noqa: ANN401

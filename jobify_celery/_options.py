@@ -4,8 +4,10 @@ Pure functions. A route's Jobify options (``retry``, ``timeout``, ...) are
 validated here, and turned into the attributes of the Celery task that stands
 for it: Jobify tasks acknowledge late and are redelivered when the process
 running them dies (at-least-once), a ``timeout`` also sets Celery's hard time
-limit a little later, and ``metadata={"celery": {...}}`` sets any of the
-task attributes in :data:`CELERY_TASK_OPTIONS` per route.
+limit a little later, and ``metadata={"celery": {...}}`` sets, per route,
+any of :data:`CELERY_TASK_OPTIONS`: the routing ones (:data:`PUBLISH_OPTIONS`)
+are passed to ``apply_async`` on every push, the others become attributes of
+the Celery task.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from jobify import SmartRetry
 
 __all__ = (
     "CELERY_TASK_OPTIONS",
+    "PUBLISH_OPTIONS",
     "TIME_LIMIT_GRACE",
     "celery_task_options",
+    "publish_options_of",
     "retry_policy",
     "validate_route_options",
 )
@@ -43,6 +47,10 @@ CELERY_TASK_OPTIONS: Final = frozenset(
         "routing_key",
     }
 )
+
+#: Options that travel with each publish rather than on the task class
+#: (Celery deprecates the ``queue`` task attribute in favour of routing).
+PUBLISH_OPTIONS: Final = frozenset({"queue", "exchange", "routing_key", "priority", "expires"})
 
 #: Seconds between a route's ``timeout`` and the hard time limit Celery enforces.
 TIME_LIMIT_GRACE: Final = 1.0
@@ -112,8 +120,20 @@ def celery_task_options(options: Mapping[str, Any]) -> dict[str, Any]:
     timeout = options.get("timeout")
     if timeout is not None:
         task_options["time_limit"] = float(timeout) + TIME_LIMIT_GRACE
+    task_options.update(
+        (key, value)
+        for key, value in _celery_metadata(options).items()
+        if key not in PUBLISH_OPTIONS
+    )
+    return task_options
+
+
+def publish_options_of(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the ``apply_async`` options a route sets for each of its publishes."""
+    return {k: v for k, v in _celery_metadata(options).items() if k in PUBLISH_OPTIONS}
+
+
+def _celery_metadata(options: Mapping[str, Any]) -> Mapping[str, Any]:
     metadata = options.get("metadata") or {}
     celery = metadata.get("celery") if isinstance(metadata, Mapping) else None
-    if isinstance(celery, Mapping):
-        task_options.update(celery)
-    return task_options
+    return celery if isinstance(celery, Mapping) else {}

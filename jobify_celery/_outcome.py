@@ -16,8 +16,6 @@ from celery.utils.serialization import create_exception_cls
 from jobify import JobStatus
 from jobify.exceptions import JobTimeoutError
 
-from jobify_celery._codec import PUBLISH_STAMP
-
 __all__ = ("Outcome", "exception_from_stored", "read_meta")
 
 _WAITING: Final = frozenset({states.PENDING, states.RECEIVED, states.RETRY})
@@ -48,12 +46,10 @@ def read_meta(meta: Any) -> Outcome:  # noqa: ANN401, PLR0911
     if state == states.STARTED:
         return Outcome(status=JobStatus.RUNNING, done=False)
     if state == states.REVOKED:
-        if PUBLISH_STAMP in str(meta.get("result")):
-            # A publish superseded by ``replace`` was skipped; the job's
-            # current publish is still to come.
-            return Outcome(status=None, done=False)
         return Outcome(status=JobStatus.CANCELLED, done=True)
-    if state == states.RETRY:
+    if state in (states.RETRY, states.PENDING):
+        # Waiting for its next attempt, or (a superseded publish was skipped)
+        # for the publish that replaced it.
         return Outcome(status=JobStatus.SCHEDULED, done=False)
     if state in _WAITING:
         return Outcome(status=None, done=False)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from jobify import JobStatus
 
-from jobify_celery._codec import HEADER_KEY, PUBLISH_STAMP, encode_call, encode_header
+from jobify_celery._codec import HEADER_KEY, encode_call, encode_header
 from jobify_celery._coerce import CoercionError
 from jobify_celery._errors import (
     AppBindingError,
@@ -36,7 +36,9 @@ from jobify_celery._jobify import (
     make_remote,
     tracker_of,
 )
+from jobify_celery._options import publish_options_of
 from jobify_celery._outcome import read_meta
+from jobify_celery._supersede import record_current_publish
 
 if TYPE_CHECKING:
     import asyncio
@@ -78,18 +80,16 @@ class ProducerSession:
 class ResultHandle:
     """A published job's handle: Jobify cancels it, ``RemoteJob`` revokes it.
 
-    ``token`` is the stamp of the job's current publish: a ``replace``
-    revokes the previous token, so the superseded message is skipped by the
-    workers while the job keeps its id.
+    A ``replace`` publishes the job again under the same id; the handle
+    stays the job's, and ``_supersede`` records which publish is current.
     """
 
-    __slots__ = ("_celery_app", "_session", "follower", "task_id", "token")
+    __slots__ = ("_celery_app", "_session", "follower", "task_id")
 
     def __init__(self, celery_app: Celery, session: ProducerSession, task_id: str) -> None:
         self._celery_app = celery_app
         self._session = session
         self.task_id = task_id
-        self.token = ""
         self.follower: MetaCallback | None = None
 
     def cancel(self) -> None:
@@ -111,11 +111,6 @@ class ResultHandle:
             self._celery_app.backend.mark_as_revoked(
                 self.task_id, reason="cancelled by its producer"
             )
-
-    def supersede(self) -> None:
-        """Revoke the current publish only (the job is being replaced)."""
-        if self.token:
-            self._celery_app.control.revoke_by_stamped_headers({PUBLISH_STAMP: [self.token]})
 
     def check_waitable(self) -> None:
         """Raise instead of letting ``await job`` hang with no result backend."""
@@ -163,36 +158,34 @@ class Publisher:
         job = context.job
         codec = self._codec
         spec = context.func_spec
+        publish_options = publish_options_of(context.route_options)
         args, kwargs = encode_call(
             name, context.runnable.bound, spec.type_params, codec, spec.inject_params
         )
+        token = uuid.uuid4().hex
         headers = {
             HEADER_KEY: encode_header(
-                exec_at=job.exec_at, request_state=context.request_state, codec=codec
+                exec_at=job.exec_at,
+                request_state=context.request_state,
+                codec=codec,
+                publish=token,
             )
         }
         eta = _eta_of(trigger, job.exec_at, self._app.configs.tz)
         session: ProducerSession = self._session_of()
         previous = handle_of(job)
-        token = uuid.uuid4().hex
-        task.apply_async(
-            args,
-            kwargs,
-            task_id=job.id,
-            eta=eta,
-            headers=headers,
-            stamped_headers=[PUBLISH_STAMP],
-            **{PUBLISH_STAMP: token},
-        )
-        if isinstance(previous, ResultHandle) and isinstance(job, RemoteJob):
-            # replace=True of a job this producer published: same id, new time.
-            previous.supersede()
-            previous.token = token
+        replacing = isinstance(previous, ResultHandle) and isinstance(job, RemoteJob)
+        if replacing:
+            # replace=True of a job this producer published: same id, new
+            # time. Record the new publish as current before sending it.
+            delay = (eta - datetime.now(tz=eta.tzinfo)).total_seconds() if eta else 0.0
+            record_current_publish(self._celery_app.backend, job.id, token, delay)
+        task.apply_async(args, kwargs, task_id=job.id, eta=eta, headers=headers, **publish_options)
+        if replacing:
             job.status = JobStatus.SCHEDULED
             return cast("asyncio.Handle", previous)
 
         handle = ResultHandle(self._celery_app, session, job.id)
-        handle.token = token
         tracker_of(self._app).register_job(job)
         job.bind_handle(cast("asyncio.Handle", handle))
         remote = make_remote(job)

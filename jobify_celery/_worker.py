@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
+from celery import states
 from celery.exceptions import Ignore, TaskPredicate
 from jobify import INJECT, Job, JobStatus, RequestState, SmartRetry
 from jobify.exceptions import JobTimeoutError
@@ -52,6 +53,7 @@ from jobify_celery._jobify import (
 )
 from jobify_celery._options import retry_policy
 from jobify_celery._outcome import read_meta
+from jobify_celery._supersede import current_publish
 
 if TYPE_CHECKING:
     import inspect
@@ -141,6 +143,10 @@ class Executor:
         """
         # task.request lives on the pool thread's request stack: read it here.
         request = task.request
+        if request.eta and self._superseded(task, request):
+            # A replace published this job again; that publish will run.
+            task.backend.store_result(request.id, None, states.PENDING, request=request)
+            raise Ignore
         try:
             return self._runtime.run(self._execute(task, request, name, args, kwargs))
         except Exception as exc:
@@ -148,6 +154,15 @@ class Executor:
             if delay is None:
                 raise
             raise task.retry(exc=exc, countdown=delay) from None
+
+    @staticmethod
+    def _superseded(task: Task, request: Any) -> bool:  # noqa: ANN401
+        header = getattr(request, HEADER_KEY, None)
+        token = header.get("publish") if isinstance(header, dict) else None
+        if not token:
+            return False
+        current = current_publish(task.backend, request.id)
+        return current is not None and current != token
 
     def _retry_delay(self, name: str, exc: Exception, request: Any) -> float | None:  # noqa: ANN401
         plan = self._plans.get(name)

@@ -12,6 +12,7 @@ import dataclasses
 import enum
 import os
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,7 +22,7 @@ from typing import Any
 
 import redis
 from celery import Celery, signals
-from jobify import INJECT, Job, JobContext, Jobify, JobRouter, RunMode, State
+from jobify import INJECT, Job, JobContext, Jobify, JobRouter, RunMode, SmartRetry, State
 from kombu import Queue
 
 from jobify_celery import JobifyCelery
@@ -286,6 +287,88 @@ async def total(values: list[int]) -> int:
 @app.task(cron="* * * * * * *")
 async def every_second() -> None:
     record("every_second", str(os.getpid()))
+
+
+# -- lifecycle: delay/at, replace, cancel, retries, timeouts, delivery -------
+
+ON_LIFECYCLE_QUEUE = {"celery": {"queue": LIFECYCLE_QUEUE}}
+
+
+@app.task
+async def stamp(label: str, ctx: JobContext = INJECT) -> dict[str, Any]:
+    """Say when this run started, against the time it was planned for."""
+    started = datetime.now(ctx.jobify_config.tz)
+    record(f"stamp:{label}", ctx.job.id)
+    return {
+        "started": started.isoformat(),
+        "exec_at": ctx.job.exec_at.isoformat(),
+        "attempt": ctx.request_state["attempt"],
+    }
+
+
+async def _long_run(key: str, seconds: float) -> str:
+    record(key, f"start:{os.getpid()}")
+    try:
+        await asyncio.sleep(seconds)
+        record(key, "end")
+    finally:
+        record(key, "finally")
+    return "finished"
+
+
+@app.task
+async def long_async(key: str, seconds: float) -> str:
+    return await _long_run(key, seconds)
+
+
+@app.task(metadata=ON_LIFECYCLE_QUEUE)
+async def long_async_elsewhere(key: str, seconds: float) -> str:
+    return await _long_run(key, seconds)
+
+
+@app.task(run_mode=RunMode.MAIN, metadata=ON_LIFECYCLE_QUEUE)
+def long_sync_elsewhere(key: str, seconds: float) -> str:
+    record(key, f"start:{os.getpid()}")
+    time.sleep(seconds)
+    record(key, "end")
+    return "finished"
+
+
+@app.task(run_mode=RunMode.MAIN, timeout=1.0, metadata=ON_LIFECYCLE_QUEUE)
+def stuck_sync_elsewhere(key: str) -> str:
+    record(key, f"start:{os.getpid()}")
+    time.sleep(60)
+    return "never"
+
+
+class Flaky(RuntimeError):
+    pass
+
+
+def _flaky(key: str, fail_times: int, ctx: JobContext) -> str:
+    attempt = ctx.request_state["attempt"]
+    record(key, f"{attempt}:{time.time()}:{os.getpid()}")
+    if attempt <= fail_times:
+        msg = f"attempt {attempt} failed"
+        raise Flaky(msg)
+    return f"ok after {attempt}"
+
+
+@app.task(retry=SmartRetry(retries=3, initial_delay=0.3, backoff_factor=2.0, jitter=False))
+async def flaky(key: str, fail_times: int, ctx: JobContext = INJECT) -> str:
+    return _flaky(key, fail_times, ctx)
+
+
+@app.task(retry=SmartRetry(retries=3, initial_delay=0.2, exclude_exceptions=(Flaky,)))
+async def flaky_excluded(key: str, fail_times: int, ctx: JobContext = INJECT) -> str:
+    return _flaky(key, fail_times, ctx)
+
+
+@app.task(
+    retry=SmartRetry(retries=2, initial_delay=3.0, jitter=False), metadata=ON_LIFECYCLE_QUEUE
+)
+async def flaky_elsewhere(key: str, fail_times: int, ctx: JobContext = INJECT) -> str:
+    return _flaky(key, fail_times, ctx)
 
 
 billing = JobRouter(prefix="billing", outer_middleware=[OuterTag("router")], middleware=[Wrap("R")])
