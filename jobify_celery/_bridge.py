@@ -19,6 +19,7 @@ import logging
 import typing
 from typing import TYPE_CHECKING, Any, Final
 
+from billiard.common import terminate_handler_fired
 from celery import Celery, Task, signals
 from celery.concurrency.prefork import TaskPool as PreforkPool
 from jobify import Jobify
@@ -48,6 +49,8 @@ __all__ = ("JobifyCelery",)
 logger = logging.getLogger("jobify_celery")
 
 _CELERY_ATTR: Final = "_jobify_celery"
+_STOP_TIMEOUT: Final = 30.0
+_TERMINATED_STOP_TIMEOUT: Final = 1.0
 
 
 class JobifyTask(Task):  # type: ignore[misc]
@@ -248,7 +251,10 @@ class JobifyCelery:
 
     def _on_pool_process_shutdown(self, sender: Any = None, **_: Any) -> None:  # noqa: ANN401
         if sender in self._hostnames:
-            self._runtime.stop()
+            # A pool process being terminated (revoke(terminate=True), time
+            # limit) may have its loop blocked: do not wait long for it.
+            terminated = terminate_handler_fired()
+            self._runtime.stop(_TERMINATED_STOP_TIMEOUT if terminated else _STOP_TIMEOUT)
 
     def _on_worker_shutdown(self, sender: Any = None, **_: Any) -> None:  # noqa: ANN401
         if getattr(sender, "app", None) is self.celery_app:

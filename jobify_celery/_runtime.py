@@ -114,8 +114,12 @@ class ProcessRuntime:
                 return host[1]
             return self._start_own_loop()
 
-    def stop(self) -> None:
-        """Shut the app down and stop the loop, if this runtime started them."""
+    def stop(self, timeout: float = _STOP_TIMEOUT) -> None:
+        """Shut the app down and stop the loop, if this runtime started them.
+
+        ``timeout`` bounds the wait for ``app.shutdown()``: a loop blocked by
+        a synchronous function never gets to it.
+        """
         with self._lock:
             loop, thread = self._loop, self._thread
             if loop is None or not self.owns_loop:
@@ -123,13 +127,20 @@ class ProcessRuntime:
                 return
             try:
                 future = asyncio.run_coroutine_threadsafe(self._app.shutdown(), loop)
-                future.result(timeout=_STOP_TIMEOUT)
+                future.result(timeout=timeout)
+            except TimeoutError:
+                logger.warning(
+                    "Jobify app shutdown did not finish in %.0fs in process %s; "
+                    "leaving the lifespan unfinished",
+                    timeout,
+                    os.getpid(),
+                )
             except Exception:
                 logger.exception("Jobify app shutdown failed in worker process %s", os.getpid())
             finally:
                 loop.call_soon_threadsafe(loop.stop)
                 if thread is not None:
-                    thread.join(timeout=_STOP_TIMEOUT)
+                    thread.join(timeout=timeout)
                 if not loop.is_running():
                     loop.close()
                 self._loop, self._thread, self._owned, self._host = None, None, False, None
