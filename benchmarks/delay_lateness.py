@@ -1,0 +1,60 @@
+"""How late a delayed job starts: jobify `delay()` beside Celery `countdown`.
+
+    python -m benchmarks.delay_lateness [--rounds N] [--quick]
+
+One prefork worker (-c 2) on RabbitMQ + Redis; rounds alternate the two
+systems; lateness = worker start - planned time, in milliseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import time
+
+os.environ.setdefault("BENCH_QUEUE", f"jobify-celery-bench-{os.getpid()}")
+
+from benchmarks import apps  # noqa: E402
+from benchmarks._worker import running_worker  # noqa: E402
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def measure(rounds: int, delay: float) -> tuple[list[float], list[float]]:
+    plain: list[float] = []
+    jobify: list[float] = []
+    async with apps.app:
+        for _ in range(rounds):
+            job = await apps.jobify_lateness.schedule().delay(delay)
+            jobify.append(await job * 1000)
+            planned = time.time() + delay
+            result = apps.plain_lateness.apply_async((planned,), countdown=delay)
+            plain.append(await asyncio.to_thread(result.get, timeout=30) * 1000)
+    return plain, jobify
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=50)
+    parser.add_argument("--delay", type=float, default=0.3)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    rounds = 10 if args.quick else args.rounds
+    with running_worker(apps.celery_app, apps.QUEUE):
+        plain, jobify = asyncio.run(measure(rounds, args.delay))
+    print(f"delay lateness, prefork -c 2, RabbitMQ + Redis, {rounds} rounds, delay {args.delay}s")
+    print(f"{'':8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+    for name, values in (("celery", plain), ("jobify", jobify)):
+        print(
+            f"{name:8} {statistics.median(values):8.1f} {percentile(values, 0.99):8.1f} "
+            f"{max(values):8.1f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
