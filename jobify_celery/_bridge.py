@@ -14,6 +14,7 @@ Binding does three things, all before anything runs:
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import typing
@@ -42,6 +43,8 @@ from jobify_celery._runtime import ProcessRuntime
 from jobify_celery._worker import Executor, injected_names
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from celery.backends.base import Backend
 
 __all__ = ("JobifyCelery",)
@@ -121,15 +124,19 @@ class JobifyCelery:
         self._session: ProducerSession | None = None
         self._hostnames: set[str] = set()
 
+        check_options = functools.partial(
+            validate_route_options, cron_factory=app.configs.cron_factory
+        )
         for name, route in route_table(app, started=False):
-            validate_route_options(name, route.options)
+            check_options(name, route.func, route.options)
         install_hooks(
             app,
             Publisher(
                 app=app, celery_app=celery_app, codec=self._codec, session_of=self._current_session
             ),
-            validate_route_options,
+            check_options,
         )
+        _use_jobify_beat(celery_app)
         app.add_plugin(_BridgePlugin(self))
         vars(celery_app)[_CELERY_ATTR] = self
         celery_app.on_after_finalize.connect(self._register_tasks, weak=False)
@@ -301,6 +308,56 @@ def _check_binding(app: Jobify, celery_app: Celery) -> None:
     if app_is_started(app):
         msg = "Bind the Jobify app before starting it (before 'async with app:')."
         raise AppBindingError(msg)
+
+
+_CELERY_DEFAULT_SCHEDULERS: Final = frozenset(
+    {"celery.beat:PersistentScheduler", "celery.beat.PersistentScheduler"}
+)
+_JOBIFY_SCHEDULER: Final = "jobify_celery.beat:JobifyScheduler"
+
+
+def _use_jobify_beat(celery_app: Celery) -> None:
+    """Make ``celery beat`` use JobifyScheduler unless another one was chosen."""
+
+    def apply(conf: Any) -> None:  # noqa: ANN401
+        if conf.beat_scheduler in _CELERY_DEFAULT_SCHEDULERS:
+            conf.beat_scheduler = _JOBIFY_SCHEDULER
+
+    if celery_app.configured:
+        apply(celery_app.conf)
+    else:
+        celery_app.on_after_configure.connect(lambda sender, **_: apply(sender.conf), weak=False)
+
+
+class BeatParts(typing.NamedTuple):
+    """What the beat scheduler needs from a bridge."""
+
+    app: Jobify
+    codec: ValueCodec
+    run: Callable[[Awaitable[Any]], Any]
+    stop: Callable[[], None]
+
+
+def beat_parts(celery_app: Celery) -> BeatParts:
+    """Return the parts of the bridge bound to ``celery_app``, for beat."""
+    bridge = vars(celery_app).get(_CELERY_ATTR)
+    if not isinstance(bridge, JobifyCelery):
+        msg = (
+            f"Celery app {celery_app.main!r} has no Jobify app bound: JobifyScheduler "
+            "needs the module that calls JobifyCelery(app, celery_app). Start beat "
+            "with `celery -A module:celery_app beat`."
+        )
+        raise AppBindingError(msg)
+    runtime = bridge._runtime  # noqa: SLF001
+
+    def run(awaitable: Awaitable[Any]) -> Any:  # noqa: ANN401
+        return runtime.run(_awaited(awaitable))
+
+    return BeatParts(app=bridge.app, codec=bridge._codec, run=run, stop=runtime.stop)  # noqa: SLF001
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:  # noqa: ANN401
+    return await awaitable
 
 
 def _clash_message(name: str) -> str:

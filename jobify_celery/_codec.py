@@ -40,6 +40,7 @@ __all__ = (
     "HEADER_KEY",
     "RESERVED_STATE_KEYS",
     "WIRE_VERSION",
+    "CronTick",
     "Envelope",
     "ValueCodec",
     "decode_call",
@@ -53,7 +54,9 @@ __all__ = (
 
 HEADER_KEY: Final[str] = "jobify"
 WIRE_VERSION: Final[int] = 1
-RESERVED_STATE_KEYS: Final[frozenset[str]] = frozenset({"celery_request", "celery_task", "attempt"})
+RESERVED_STATE_KEYS: Final[frozenset[str]] = frozenset(
+    {"celery_request", "celery_task", "attempt", "cron_run"}
+)
 
 _PRIMITIVES: Final = (str, int, float, bool, type(None))
 _VAR_POSITIONAL: Final = inspect.Parameter.VAR_POSITIONAL
@@ -276,6 +279,16 @@ class Envelope:
     exec_at: datetime | None
     request_state: dict[str, Any]
     publish: str | None = None
+    cron: CronTick | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CronTick:
+    """A cron run fired by beat: the cron's job id, run number and expression."""
+
+    job_id: str
+    run: int
+    expression: str
 
 
 def encode_header(
@@ -284,6 +297,7 @@ def encode_header(
     request_state: Mapping[str, Any],
     codec: ValueCodec,
     publish: str = "",
+    cron: CronTick | None = None,
 ) -> dict[str, Any]:
     """Build the ``jobify`` header for a publish."""
     state: dict[str, Any] = {}
@@ -300,6 +314,8 @@ def encode_header(
     header = {"v": WIRE_VERSION, "exec_at": exec_at.isoformat(), "request_state": state}
     if publish:
         header["publish"] = publish
+    if cron is not None:
+        header["cron"] = {"job_id": cron.job_id, "run": cron.run, "expression": cron.expression}
     return header
 
 
@@ -317,7 +333,17 @@ def decode_header(raw: Any, codec: ValueCodec, tz: ZoneInfo) -> Envelope:  # noq
         exec_at=exec_at,
         request_state=request_state,
         publish=publish if isinstance(publish, str) else None,
+        cron=_cron_tick(raw.get("cron")),
     )
+
+
+def _cron_tick(raw: Any) -> CronTick | None:  # noqa: ANN401
+    if not isinstance(raw, Mapping):
+        return None
+    job_id, run, expression = raw.get("job_id"), raw.get("run"), raw.get("expression")
+    if isinstance(job_id, str) and isinstance(run, int) and isinstance(expression, str):
+        return CronTick(job_id=job_id, run=run, expression=expression)
+    return None
 
 
 def parse_time(raw: Any, tz: ZoneInfo) -> datetime | None:  # noqa: ANN401

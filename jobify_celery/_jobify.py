@@ -12,32 +12,43 @@ each of them, so an upgrade that breaks one fails loudly.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypeAlias, cast
 
-from jobify import Job, JobContext, RequestState
-from jobify._internal.common.constants import PATCH_CRON_DEF_ID
-from jobify._internal.message import AtArguments, CronArguments, PushArguments
+from jobify import Cron, Job, JobContext, JobStatus, RequestState
+from jobify._internal.common.constants import INFINITY, PATCH_CRON_DEF_ID
+from jobify._internal.cron_parser import CronParser
+from jobify._internal.message import AtArguments, CronArguments, Message, PushArguments
 from jobify._internal.middleware.retry import RetryMiddleware
 from jobify._internal.router.root import CRONS_DEF_KEY, RootRoute
+from jobify._internal.scheduler.misfire_policy import handle_misfire_policy
 from jobify._internal.serializers.json_extended import json_extended_encoder
+from jobify._internal.storage.base import ScheduledJob
 from jobify._internal.typeadapter.dummy import DummyDumper, DummyLoader
 
 if TYPE_CHECKING:
     import asyncio
+    from datetime import datetime
 
-    from jobify import Jobify, OuterContext, ScheduleBuilder
+    from jobify import GracePolicy, Jobify, MisfirePolicy, OuterContext, ScheduleBuilder
     from jobify._internal.inspection import FuncSpec
     from jobify._internal.task_tracker import TaskTracker
 
 __all__ = (
     "DECLARED_CRON_SUFFIX",
+    "INFINITE_RUNS",
     "AtArguments",
     "CronArguments",
+    "CronParser",
     "PushArguments",
     "RemoteJob",
     "RootRoute",
+    "ScheduledJob",
+    "StoredCron",
     "app_is_started",
+    "apply_misfire_policy",
     "build_job_context",
+    "cron_record",
     "extended_encode",
     "finish_job",
     "func_spec_of",
@@ -46,15 +57,19 @@ __all__ = (
     "has_default_loader",
     "install_hooks",
     "make_remote",
+    "read_cron_record",
     "route_by_name",
+    "routes_of",
     "run_inner_chain",
     "tracker_of",
 )
 
 DECLARED_CRON_SUFFIX: Final[str] = PATCH_CRON_DEF_ID
+#: ``Cron.max_runs`` for "no limit".
+INFINITE_RUNS: Final[int] = INFINITY
 
 PublishTerminal: TypeAlias = Callable[["OuterContext"], Awaitable["asyncio.Handle"]]
-OptionsCheck: TypeAlias = Callable[[str, Mapping[str, Any]], None]
+OptionsCheck: TypeAlias = Callable[[str, Callable[..., Any], Mapping[str, Any]], None]
 
 
 class RemoteJob(Job[Any]):
@@ -136,7 +151,7 @@ def install_hooks(app: Jobify, terminal: PublishTerminal, check_options: Options
     register = registrator.register
 
     def checked_register(name: str, func: Callable[..., Any], options: Any) -> Any:  # noqa: ANN401
-        check_options(name, options)
+        check_options(name, func, options)
         return register(name, func, options)
 
     vars(registrator)["register"] = checked_register
@@ -171,6 +186,11 @@ def has_default_dumper(app: Jobify) -> bool:
 def tracker_of(app: Jobify) -> TaskTracker:
     """Return the app's registry of active jobs (``find_job`` reads it)."""
     return app.task._task_tracker  # noqa: SLF001
+
+
+def routes_of(app: Jobify) -> list[RootRoute[..., Any]]:
+    """Return every route of the started app, routers' routes included."""
+    return list(app.task._routes.values())  # noqa: SLF001
 
 
 def route_by_name(app: Jobify, name: str) -> RootRoute[..., Any] | None:
@@ -211,3 +231,77 @@ def build_job_context(
 def run_inner_chain(builder: ScheduleBuilder[Any], context: JobContext) -> Awaitable[Any]:
     """Run the route's inner chain (user middleware, retry, handlers, timeout)."""
     return builder._chain_middleware(context)  # noqa: SLF001
+
+
+def apply_misfire_policy(
+    *,
+    parser: CronParser,
+    next_run_at: datetime,
+    now: datetime,
+    policy: MisfirePolicy | GracePolicy,
+) -> datetime:
+    """Jobify's own misfire rule: when a cron found late runs next."""
+    return handle_misfire_policy(
+        cron_parser=parser, next_run_at=next_run_at, real_now=now, policy=policy
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCron:
+    """A cron schedule as Jobify keeps it in its storage."""
+
+    job_id: str
+    name: str
+    arguments: dict[str, Any]
+    cron: Cron
+    offset: datetime
+    run_count: int
+
+
+def read_cron_record(app: Jobify, record: ScheduledJob) -> StoredCron:
+    """Decode a storage record written by Jobify's scheduler (or by beat).
+
+    Raises ``ValueError`` when the record is not a cron schedule.
+    """
+    configs = app.configs
+    message = configs.loader.load(configs.serializer.loadb(record.message), Message)
+    trigger = message.trigger
+    if not isinstance(trigger, CronArguments):
+        msg = f"stored job {record.job_id!r} is not a cron schedule"
+        raise ValueError(msg)  # noqa: TRY004 - a record of the wrong kind is bad data
+    return StoredCron(
+        job_id=record.job_id,
+        name=message.name,
+        arguments=dict(message.arguments),
+        cron=trigger.cron,
+        offset=trigger.offset,
+        run_count=trigger.run_count,
+    )
+
+
+def cron_record(  # noqa: PLR0913
+    app: Jobify,
+    *,
+    job_id: str,
+    name: str,
+    arguments: dict[str, Any],
+    cron: Cron,
+    offset: datetime,
+    next_run_at: datetime,
+) -> ScheduledJob:
+    """Encode a cron schedule the way Jobify's scheduler stores one."""
+    configs = app.configs
+    message = Message(
+        job_id=job_id,
+        name=name,
+        arguments=arguments,
+        trigger=CronArguments(job_id=job_id, cron=cron, offset=offset, run_count=0),
+    )
+    payload = configs.serializer.dumpb(configs.dumper.dump(message, Message))
+    return ScheduledJob(
+        job_id=job_id,
+        name=name,
+        message=payload,
+        status=JobStatus.SCHEDULED,
+        next_run_at=next_run_at,
+    )

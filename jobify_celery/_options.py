@@ -12,11 +12,12 @@ the Celery task.
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from jobify import SmartRetry
+from jobify import Cron, SmartRetry
 
 __all__ = (
     "CELERY_TASK_OPTIONS",
@@ -66,8 +67,17 @@ def retry_policy(options: Mapping[str, Any]) -> SmartRetry | None:
     return None
 
 
-def validate_route_options(name: str, options: Mapping[str, Any]) -> None:
+def validate_route_options(
+    name: str,
+    func: Callable[..., Any],
+    options: Mapping[str, Any],
+    *,
+    cron_factory: Callable[[str], Any],
+) -> None:
     """Raise ``ValueError`` (``TypeError``) naming the route and the option that cannot work."""
+    cron = options.get("cron")
+    if cron is not None:
+        _check_cron(name, func, cron, cron_factory)
     retry = options.get("retry")
     if retry is not None:
         _check_retry(name, retry)
@@ -93,6 +103,29 @@ def validate_route_options(name: str, options: Mapping[str, Any]) -> None:
                 f"known: {sorted(CELERY_TASK_OPTIONS)}"
             )
             raise ValueError(msg)
+
+
+def _check_cron(
+    name: str,
+    func: Callable[..., Any],
+    cron: Any,  # noqa: ANN401
+    cron_factory: Callable[[str], Any],
+) -> None:
+    if isinstance(cron, str):
+        cron = Cron(cron)
+    if not isinstance(cron, Cron):
+        msg = f"route {name!r}: cron must be a string or a jobify.Cron, got {cron!r}"
+        raise TypeError(msg)
+    try:
+        cron_factory(cron.expression)
+    except Exception as exc:
+        msg = f"route {name!r}: invalid cron expression {cron.expression!r}: {exc}"
+        raise ValueError(msg) from exc
+    try:
+        inspect.signature(func).bind(*cron.args, **cron.kwargs)
+    except TypeError as exc:
+        msg = f"route {name!r}: the cron's args/kwargs do not fit the function: {exc}"
+        raise ValueError(msg) from None
 
 
 def _check_retry(name: str, retry: Any) -> None:  # noqa: ANN401

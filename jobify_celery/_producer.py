@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from jobify import JobStatus
+from jobify.exceptions import DuplicateJobError
 
 from jobify_celery._codec import HEADER_KEY, encode_call, encode_header
 from jobify_celery._coerce import CoercionError
@@ -118,6 +119,31 @@ class ResultHandle:
             raise NoResultBackendError(self._session.no_backend_reason)
 
 
+class CronHandle:
+    """A run-time cron's handle: its runs are beat's; cancel deletes it.
+
+    ``job.cancel()`` (Jobify's) deletes the schedule from the storage, and
+    beat stops firing it at its next read (within a second).
+    """
+
+    __slots__ = ()
+
+    def cancel(self) -> None:
+        """Nothing runs locally: nothing to stop here."""
+
+    def revoke(self, *, terminate: bool = False) -> None:
+        """Leave runs already published to finish."""
+        del terminate
+
+    def check_waitable(self) -> None:
+        """Refuse: a cron has no single result to await."""
+        msg = (
+            "A cron job runs on workers once per tick and has no single result to "
+            "await; follow its runs through your task (or the result backend)."
+        )
+        raise TypeError(msg)
+
+
 class Publisher:
     """The terminal step of a bridged app's outer middleware chain."""
 
@@ -140,12 +166,7 @@ class Publisher:
         """Publish the job the outer chain let through."""
         trigger = context.trigger
         if isinstance(trigger, CronArguments):
-            msg = (
-                "schedule(...).cron() is fired by Celery beat, which this version "
-                "of jobify-celery does not run yet; declare the cron with "
-                "@app.task(cron=...) once beat support lands."
-            )
-            raise UnsupportedTriggerError(msg)
+            return await self._schedule_cron(context, trigger)
         name = context.schedule_builder.name
         task = self._celery_app.tasks.get(name)
         if task is None:
@@ -193,6 +214,35 @@ class Publisher:
         if session.watcher is not None:
             handle.follower = functools.partial(self._on_meta, remote, spec.result_type, name)
             session.watcher.watch(job.id, handle.follower)
+        return cast("asyncio.Handle", handle)
+
+    async def _schedule_cron(self, context: OuterContext, trigger: CronArguments) -> asyncio.Handle:
+        """Store a run-time cron where beat reads it; beat fires its runs.
+
+        As in Jobify, an id already scheduled (by any producer sharing the
+        storage) is refused unless ``replace=True``.
+        """
+        job = context.job
+        if not context.is_persist:
+            msg = (
+                f"cron {job.id!r}: a cron added at run time is kept in the app's Jobify "
+                "storage for Celery beat to fire, and this app has none "
+                "(Jobify(storage=False)) or the route is durable=False. Give the app a "
+                "storage that beat shares, or declare the cron with @app.task(cron=...)."
+            )
+            raise UnsupportedTriggerError(msg)
+        if not context.is_replace:
+            stored = await self._app.configs.storage.get_schedules()
+            if any(record.job_id == job.id for record in stored):
+                raise DuplicateJobError(job.id)
+        await context.persist_job_hook(job.id, job.exec_at, trigger)
+        handle = handle_of(job)
+        if isinstance(handle, CronHandle) and isinstance(job, RemoteJob):
+            return cast("asyncio.Handle", handle)
+        handle = CronHandle()
+        tracker_of(self._app).register_job(job)
+        job.bind_handle(cast("asyncio.Handle", handle))
+        make_remote(job).status = JobStatus.SCHEDULED
         return cast("asyncio.Handle", handle)
 
     def _on_meta(self, job: RemoteJob, result_type: Any, name: str, meta: dict[str, Any]) -> bool:  # noqa: ANN401

@@ -34,7 +34,14 @@ if TYPE_CHECKING:
 
     from celery.backends.base import Backend
 
-__all__ = ("MetaCallback", "PollingWatcher", "RedisWatcher", "Watcher", "watcher_for")
+__all__ = (
+    "MetaCallback",
+    "PollingWatcher",
+    "RedisWatcher",
+    "Watcher",
+    "read_metas",
+    "watcher_for",
+)
 
 logger = logging.getLogger("jobify_celery.results")
 
@@ -343,7 +350,7 @@ class PollingWatcher:
         while self._callbacks:
             ids = self._callbacks.ids()
             try:
-                metas = await loop.run_in_executor(self._executor, self._fetch, ids)
+                metas = await loop.run_in_executor(self._executor, read_metas, self._backend, ids)
             except Exception:
                 logger.warning("Reading results failed; retrying", exc_info=True)
                 metas = []
@@ -351,26 +358,27 @@ class PollingWatcher:
                 self._callbacks.deliver(task_id, meta)
             await asyncio.sleep(self._interval)
 
-    def _fetch(self, ids: list[str]) -> list[tuple[str, dict[str, Any]]]:
-        backend = self._backend
-        if isinstance(backend, BaseKeyValueStoreBackend):
-            return list(self._fetch_stored(backend, ids))
-        found = []
-        for task_id in ids:
-            meta = backend.get_task_meta(task_id, cache=False)
-            if isinstance(meta, dict):
-                found.append((task_id, meta))
-        return found
 
-    @staticmethod
-    def _fetch_stored(
-        backend: BaseKeyValueStoreBackend, ids: list[str]
-    ) -> Iterable[tuple[str, dict[str, Any]]]:
-        keys = [backend.get_key_for_task(t) for t in ids]
-        values = backend.mget(keys)
-        payloads = [values.get(k) for k in keys] if hasattr(values, "get") else list(values)
-        for task_id, payload in zip(ids, payloads, strict=True):
-            if payload is not None:
-                meta = backend.decode(payload)
-                if isinstance(meta, dict):
-                    yield task_id, meta
+def read_metas(backend: Backend, ids: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    """Read the stored metas of ``ids`` (blocking), as decoded from JSON."""
+    if isinstance(backend, BaseKeyValueStoreBackend):
+        return list(_read_stored(backend, ids))
+    found = []
+    for task_id in ids:
+        meta = backend.get_task_meta(task_id, cache=False)
+        if isinstance(meta, dict):
+            found.append((task_id, meta))
+    return found
+
+
+def _read_stored(
+    backend: BaseKeyValueStoreBackend, ids: list[str]
+) -> Iterable[tuple[str, dict[str, Any]]]:
+    keys = [backend.get_key_for_task(t) for t in ids]
+    values = backend.mget(keys)
+    payloads = [values.get(k) for k in keys] if hasattr(values, "get") else list(values)
+    for task_id, payload in zip(ids, payloads, strict=True):
+        if payload is not None:
+            meta = backend.decode(payload)
+            if isinstance(meta, dict):
+                yield task_id, meta

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from celery import states
 from celery.exceptions import Ignore, TaskPredicate
-from jobify import INJECT, Job, JobStatus, RequestState, SmartRetry
+from jobify import INJECT, Cron, CronContext, Job, JobStatus, RequestState, SmartRetry
 from jobify.exceptions import JobTimeoutError
 
 from jobify_celery._codec import (
@@ -63,7 +63,7 @@ if TYPE_CHECKING:
     from celery import Task
     from jobify import JobContext, Jobify
 
-    from jobify_celery._codec import ValueCodec
+    from jobify_celery._codec import CronTick, ValueCodec
     from jobify_celery._producer import ProducerSession
     from jobify_celery._runtime import ProcessRuntime
 
@@ -208,8 +208,10 @@ class Executor:
         tz = app.configs.tz
         envelope = decode_header(getattr(request, HEADER_KEY, None), codec, tz)
         builder = route.create_builder(bound)
+        tick = envelope.cron
         job: Job[Any] = Job(
-            job_id=request.id,
+            # A cron's run is its cron's job; its Celery task id is its own.
+            job_id=tick.job_id if tick is not None else request.id,
             exec_at=_planned_time(request, envelope.exec_at, tz),
             storage=app.configs.storage,
             unregister_hook=_forget_job,
@@ -219,13 +221,35 @@ class Executor:
         request_state["celery_request"] = request
         request_state["celery_task"] = task
         request_state["attempt"] = int(request.retries or 0) + 1
+        if tick is not None:
+            self._bind_cron(job, tick)
+            request_state["cron_run"] = tick.run
         context = build_job_context(app=app, builder=builder, job=job, request_state=request_state)
-        result = await self._run_cancellable(builder, context, job)
+        result = await self._run_cancellable(builder, context, job, request.id)
         dumped = codec.dump(result, plan.result_type)
         ensure_json(dumped, f"the result of task {name!r}")
         return dumped
 
-    async def _run_cancellable(self, builder: Any, context: JobContext, job: Job[Any]) -> Any:  # noqa: ANN401
+    def _bind_cron(self, job: Job[Any], tick: CronTick) -> None:
+        """Make ``job.is_cron()`` and ``job.cron_expression`` true to the cron."""
+        parser = self._app.configs.cron_factory(tick.expression)
+        job.bind_cron_context(
+            CronContext(
+                job=job,
+                cron=Cron(tick.expression),
+                cron_parser=parser,
+                offset=job.exec_at,
+                run_count=tick.run - 1,
+            )
+        )
+
+    async def _run_cancellable(
+        self,
+        builder: Any,  # noqa: ANN401
+        context: JobContext,
+        job: Job[Any],
+        task_id: str,
+    ) -> Any:  # noqa: ANN401
         """Run the inner chain; a REVOKED state seen meanwhile cancels it.
 
         The job's own result channel is followed only once it has run for
@@ -233,7 +257,7 @@ class Executor:
         """
         watch = _CancelWatch(asyncio.current_task())
         loop = asyncio.get_running_loop()
-        start_watch = loop.call_later(_CANCEL_WATCH_AFTER, self._watch, job.id, watch)
+        start_watch = loop.call_later(_CANCEL_WATCH_AFTER, self._watch, task_id, watch)
         try:
             result = await run_inner_chain(builder, context)
         except asyncio.CancelledError:
@@ -252,7 +276,7 @@ class Executor:
             raise
         finally:
             start_watch.cancel()
-            self._unwatch(job.id, watch)
+            self._unwatch(task_id, watch)
         job.set_result(result, status=JobStatus.SUCCESS)
         return result
 
