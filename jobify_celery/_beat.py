@@ -134,6 +134,7 @@ class BeatEngine:
             self._entries.clear()
             return _LOCK_RETRY
         if not self._holding:
+            logger.info("This beat holds the lock: it fires the Jobify crons")
             self._holding = True
             self._entries.clear()
             self._sync_declared()
@@ -246,9 +247,10 @@ class BeatEngine:
 
     def _load(self, record: ScheduledJob, digest: str, state_record: ScheduledJob | None) -> _Entry:
         stored = read_cron_record(self._app, record)
-        route = route_by_name(self._app, stored.name)
-        if route is None:
-            msg = f"no route named {stored.name!r} any more"
+        # The record's route name is the one Jobify goes by, as in its restore.
+        route = route_by_name(self._app, record.name)
+        if route is None or stored.name != record.name:
+            msg = f"no route named {record.name!r} any more"
             raise LookupError(msg)
         spec = func_spec_of(route)
         loader = self._app.configs.loader
@@ -314,8 +316,12 @@ class BeatEngine:
                 finished.append(entry.job_id)
         for job_id in finished:
             logger.info("Cron %r reached its max_runs", job_id)
-            del self._entries[job_id]
-            self._delete([job_id])
+            if not job_id.endswith(DECLARED_CRON_SUFFIX):
+                # A run-time cron ends as in Jobify: its schedule goes away.
+                # A declared one keeps its records, so that a beat restart
+                # does not start its runs over.
+                del self._entries[job_id]
+                self._delete([job_id])
 
     def _publish(self, entry: _Entry, tick: Tick, task_id: str) -> None:
         header = encode_header(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 import threading
 import uuid
 from collections.abc import Coroutine, Iterator
@@ -16,6 +17,10 @@ from tests.servers import BROKER_URL, RESULT_BACKEND, require_rabbitmq, require_
 # Every process of this session (pytest and the workers it starts) uses one
 # queue of its own, so parallel runs on the shared broker never meet.
 os.environ.setdefault("JOBIFY_CELERY_TEST_QUEUE", f"jobify-celery-test-{uuid.uuid4().hex[:12]}")
+# The SQLite file the beat tests' producer shares with the beats they start.
+os.environ.setdefault(
+    "CLOCK_DB", os.path.join(tempfile.gettempdir(), f"{os.environ['JOBIFY_CELERY_TEST_QUEUE']}.db")
+)
 
 T = TypeVar("T")
 

@@ -97,3 +97,49 @@ class WorkerProcess:
             self.process.wait(5)
         self._log.close()
         return self.process.returncode
+
+
+class BeatProcess:
+    """A `celery -A module:celery_app beat` subprocess in its own session."""
+
+    def __init__(
+        self,
+        *,
+        app_path: str,
+        schedule_path: Path,
+        log_path: Path,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.log_path = log_path
+        self._log: IO[bytes] = log_path.open("wb")
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **(extra_env or {})}
+        command = [
+            sys.executable, "-m", "celery", "-A", app_path, "beat",
+            "-s", str(schedule_path), "--max-interval", "1", "-l", "info",
+        ]  # fmt: skip
+        self.process = subprocess.Popen(  # noqa: S603
+            command,
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.pid = self.process.pid
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(5)
+        if not self._log.closed:
+            self._log.close()
+        return self.process.returncode
