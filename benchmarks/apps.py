@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from celery import Celery
+import redis
+from celery import Celery, signals
 from jobify import INJECT, JobContext, Jobify
+from jobify.storage import SQLiteStorage
 from kombu import Queue
 
 from jobify_celery import JobifyCelery
@@ -25,13 +29,45 @@ celery_app.conf.update(
     worker_prefetch_multiplier=4,
     result_expires=600,
 )
-app = Jobify(storage=False)
+BEAT_DB = os.environ.get("BENCH_BEAT_DB", "")
+app = Jobify(storage=SQLiteStorage(BEAT_DB) if BEAT_DB else False)
 JobifyCelery(app, celery_app)
+
+# beat_precision: which beat this process is (each starts its own).
+PUBLISH_LOG = os.environ.get("BENCH_PUBLISH_LOG", "")
+if os.environ.get("BENCH_PLAIN_BEAT"):
+    celery_app.conf.beat_schedule = {
+        "plain-every-second": {"task": "bench.plain_noop", "schedule": timedelta(seconds=1)}
+    }
 
 
 @celery_app.task(name="bench.plain_noop")
 def plain_noop() -> None:
     return None
+
+
+@app.task(
+    name="bench.jobify_tick",
+    **({"cron": "* * * * * * *"} if os.environ.get("BENCH_JOBIFY_CRON") else {}),
+)
+async def jobify_tick() -> None:
+    return None
+
+
+@signals.before_task_publish.connect
+def _log_publish(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    """Record when beat publishes (only in beat_precision's beat processes)."""
+    if not PUBLISH_LOG or not headers:
+        return
+    published = time.time()
+    jobify = headers.get("jobify") or {}
+    row = {"task": headers.get("task"), "published": published, "planned": jobify.get("exec_at")}
+    client = redis.Redis.from_url(celery_app.conf.result_backend)
+    try:
+        client.rpush(PUBLISH_LOG, json.dumps(row))
+        client.expire(PUBLISH_LOG, 3600)
+    finally:
+        client.close()
 
 
 @app.task(name="bench.jobify_noop")
