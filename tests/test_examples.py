@@ -54,7 +54,12 @@ def test_docker_compose_runs_the_example_shop() -> None:
 
     compose = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert set(services) == {"rabbitmq", "redis", "worker", "producer"}
+    assert set(services) == {
+        "rabbitmq", "redis", "worker", "producer", "cron-worker", "beat", "cron-producer",
+    }  # fmt: skip
+    assert services["beat"]["command"].startswith("celery -A examples.cron.tasks:celery_app beat")
+    assert "-S" not in services["beat"]["command"].split()
+    assert set(compose["volumes"]) == {"schedules"}
     assert "management" in services["rabbitmq"]["image"]
     assert "-A examples.shop.tasks:celery_app worker" in services["worker"]["command"]
     assert services["producer"]["command"] == "python -m examples.shop.producer"
@@ -106,5 +111,67 @@ def test_example_shop_runs_on_a_prefork_worker(servers: None, tmp_path: Path) ->
         assert "success: Receipt(order_id=42, total=Decimal('13.70'), request_id='req-" in completed.stdout
     finally:
         os.environ.pop("SHOP_QUEUE", None)
+        with Connection("amqp://guest:guest@127.0.0.1:5672//") as conn:
+            conn.channel().queue_delete(queue)
+
+
+@pytest.mark.integration
+def test_example_crons_run_on_beat_and_a_worker(servers: None, tmp_path: Path) -> None:
+    import contextlib
+    import sqlite3
+    import time
+
+    from kombu import Connection
+
+    from tests.integration.workers import BeatProcess, WorkerProcess
+
+    queue = f"cron-example-{os.getpid()}"
+    env = {"CRON_QUEUE": queue, "CRON_DB": str(tmp_path / "cron.db")}
+    os.environ.update(env)
+    from examples.cron import tasks
+
+    worker = WorkerProcess(
+        app_path="examples.cron.tasks:celery_app",
+        celery_app=tasks.celery_app,
+        queues=[queue],
+        node=f"{queue}@test",
+        pool="threads",
+        concurrency=2,
+        log_path=tmp_path / "worker.log",
+        extra_env=env,
+        cwd=tmp_path,
+    )
+    beat = BeatProcess(
+        app_path="examples.cron.tasks:celery_app",
+        schedule_path=tmp_path / "beat-schedule",
+        log_path=tmp_path / "beat.log",
+        extra_env=env,
+    )
+    try:
+        worker.wait_ready()
+        completed = subprocess.run(
+            [sys.executable, "-m", "examples.cron.add_report"],
+            cwd=tmp_path,
+            env={**os.environ, **env, "PYTHONPATH": str(REPO_ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert completed.returncode == 0, completed.stderr
+        assert "cron sales-report scheduled" in completed.stdout
+        deadline = time.monotonic() + 30
+        while "sales report (cron sales-report)" not in worker.log():
+            assert time.monotonic() < deadline, worker.log() + beat.log()
+            time.sleep(0.2)
+        with contextlib.closing(sqlite3.connect(env["CRON_DB"])) as conn:
+            ids = {row[0] for row in conn.execute("SELECT job_id FROM jobify_schedules")}
+        assert "sales-report" in ids
+        assert "examples.cron.tasks:heartbeat__jobify_cron_definition" in ids
+    finally:
+        beat.stop()
+        worker.stop()
+        for key in env:
+            os.environ.pop(key, None)
         with Connection("amqp://guest:guest@127.0.0.1:5672//") as conn:
             conn.channel().queue_delete(queue)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from celery import Celery
-from jobify import Jobify, JobRouter, SmartRetry
+from jobify import Cron, Jobify, JobRouter, SmartRetry
 
 from jobify_celery import JobifyCelery
 from jobify_celery._options import celery_task_options, publish_options_of, retry_policy
@@ -101,3 +101,35 @@ def test_tasks_acknowledge_late_unless_the_route_says_otherwise() -> None:
     assert celery_app.tasks["o5:default"].acks_late is True
     assert celery_app.tasks["o5:default"].reject_on_worker_lost is True
     assert celery_app.tasks["o5:early"].acks_late is False
+
+
+def test_an_invalid_cron_fails_at_declaration_and_at_cron() -> None:
+    app, _ = bound_app("o6")
+    with pytest.raises(ValueError, match="route 'o6:job': invalid cron expression 'every day'"):
+
+        @app.task(name="o6:job", cron="every day")
+        async def job() -> None: ...
+
+    with pytest.raises(ValueError, match="cron's args/kwargs do not fit"):
+
+        @app.task(name="o6:args", cron=Cron("* * * * *", args=(1, 2)))
+        async def one(x: int) -> None: ...
+
+    @app.task(name="o6:ok")
+    async def ok() -> None: ...
+
+    async def scenario() -> None:
+        async with app:
+            with pytest.raises(ValueError):  # noqa: PT012 - Jobify parses at cron()
+                await ok.schedule().cron("not a cron", job_id="x")
+
+    asyncio.run(scenario())
+
+
+def test_binding_points_celery_beat_at_the_jobify_scheduler() -> None:
+    _, celery_app = bound_app("o7")
+    assert celery_app.conf.beat_scheduler == "jobify_celery.beat:JobifyScheduler"
+    chosen = Celery("o8", broker="memory://localhost//")
+    chosen.conf.beat_scheduler = "redbeat.RedBeatScheduler"
+    JobifyCelery(Jobify(storage=False), chosen)
+    assert chosen.conf.beat_scheduler == "redbeat.RedBeatScheduler"
