@@ -34,6 +34,7 @@ from jobify_celery._jobify import (
     has_default_dumper,
     has_default_loader,
     install_hooks,
+    route_by_name,
 )
 from jobify_celery._names import route_table
 from jobify_celery._options import celery_task_options, validate_route_options
@@ -41,9 +42,10 @@ from jobify_celery._producer import ProducerSession, Publisher
 from jobify_celery._results import watcher_for
 from jobify_celery._runtime import ProcessRuntime
 from jobify_celery._worker import Executor, injected_names
+from jobify_celery._wrap import WrappedTask, is_celery_task, route_function, unwrap
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Mapping
 
     from celery.backends.base import Backend
 
@@ -78,6 +80,28 @@ class _BridgePlugin:
         await self._bridge._on_app_shutdown()  # noqa: SLF001
 
 
+class _Registration:
+    """The bridge's side of Jobify's route registration."""
+
+    __slots__ = ("_bridge",)
+
+    def __init__(self, bridge: JobifyCelery) -> None:
+        self._bridge = bridge
+
+    def take_over(
+        self,
+        obj: Any,  # noqa: ANN401
+        options: Mapping[str, Any],
+    ) -> tuple[Callable[..., Any], dict[str, Any]] | None:
+        return self._bridge._take_over(obj, options)  # noqa: SLF001
+
+    def before(self, name: str, func: Callable[..., Any], options: Mapping[str, Any]) -> None:
+        self._bridge._before_register(name, func, options)  # noqa: SLF001
+
+    def after(self, name: str, func: Callable[..., Any], options: Mapping[str, Any]) -> None:
+        self._bridge._after_register(name, func, options)  # noqa: SLF001
+
+
 class JobifyCelery:
     """Run a Jobify app's jobs on Celery workers.
 
@@ -101,12 +125,14 @@ class JobifyCelery:
     """
 
     __slots__ = (
+        "_check_options",
         "_codec",
         "_executor",
         "_hostnames",
         "_runtime",
         "_session",
         "_track_started",
+        "_wrapped",
         "app",
         "celery_app",
     )
@@ -124,17 +150,18 @@ class JobifyCelery:
         self._session: ProducerSession | None = None
         self._hostnames: set[str] = set()
 
-        check_options = functools.partial(
+        self._wrapped: dict[str, WrappedTask] = {}
+        self._check_options = functools.partial(
             validate_route_options, cron_factory=app.configs.cron_factory
         )
         for name, route in route_table(app, started=False):
-            check_options(name, route.func, route.options)
+            self._check_options(name, route.func, route.options)
         install_hooks(
             app,
             Publisher(
                 app=app, celery_app=celery_app, codec=self._codec, session_of=self._current_session
             ),
-            check_options,
+            _Registration(self),
         )
         _use_jobify_beat(celery_app)
         app.add_plugin(_BridgePlugin(self))
@@ -165,10 +192,14 @@ class JobifyCelery:
 
     def _register_task(self, name: str, func: Any, route_options: Any) -> None:  # noqa: ANN401
         existing = self.celery_app.tasks.get(name)
+        wrapped = self._wrapped.get(name)
         if existing is not None:
             if getattr(existing, "jobify_route", None) == name:
                 return
-            raise AppBindingError(_clash_message(name))
+            if wrapped is None:
+                raise AppBindingError(_clash_message(name))
+            # The Celery task taken over: the route's task replaces it.
+            self.celery_app.tasks.unregister(name)
         signature = inspect.signature(func)
         wire = wire_signature(signature, injected_names(signature))
         executor = self._executor
@@ -185,16 +216,62 @@ class JobifyCelery:
         run.__doc__ = getattr(func, "__doc__", None)
         options: dict[str, Any] = {
             "track_started": self._track_started,
-            **celery_task_options(route_options),
+            # Jobify retries count themselves; a wrapped task keeps its own.
+            "max_retries": None,
+            **celery_task_options(route_options, wrapped.options if wrapped else None),
             "name": name,
             "bind": True,
             "base": JobifyTask,
             "serializer": "json",
-            "max_retries": None,
             "jobify_route": name,
             "__header__": staticmethod(check_arguments),
         }
         self.celery_app.task(run, **options)
+
+    # -- route registration (see _jobify.install_hooks) ---------------------
+
+    def _take_over(
+        self,
+        obj: Any,  # noqa: ANN401
+        options: Mapping[str, Any],
+    ) -> tuple[Callable[..., Any], dict[str, Any]] | None:
+        if not is_celery_task(obj):
+            return None
+        wrapped = unwrap(obj)
+        name = options.get("name")
+        if name is not None and name != wrapped.name:
+            msg = (
+                f"@app.task(name={name!r}) on Celery task {wrapped.name!r}: a wrapped "
+                "task keeps its Celery name, so old producers and queued messages "
+                "still reach it. Drop name=."
+            )
+            raise AppBindingError(msg)
+        if options.get("retry") is not None and wrapped.options.get("autoretry_for"):
+            msg = (
+                f"Celery task {wrapped.name!r} retries with autoretry_for and the route "
+                "asks for Jobify retry=: pick one (see docs/migration.md)."
+            )
+            raise AppBindingError(msg)
+        self._wrapped[wrapped.name] = wrapped
+        return route_function(wrapped), {**options, "name": wrapped.name}
+
+    def _before_register(self, name: str, func: Any, options: Mapping[str, Any]) -> None:  # noqa: ANN401
+        self._check_options(name, func, options)
+        if name in self._wrapped:
+            return
+        existing = _registered_tasks(self.celery_app).get(name)
+        if existing is not None and getattr(existing, "jobify_route", None) != name:
+            raise AppBindingError(_clash_message(name))
+
+    def _after_register(self, name: str, func: Any, options: Mapping[str, Any]) -> None:  # noqa: ANN401
+        if name in self._wrapped:
+            route = route_by_name(self.app, name)
+            if route is not None:
+                _lend_celery_calls(route, self.celery_app, name)
+        if self.celery_app.finalized:
+            # Declared after finalization (at import, before any consumer
+            # starts): becomes a Celery task right away.
+            self._register_task(name, func, options)
 
     # -- Jobify app: start and stop ----------------------------------------
 
@@ -358,6 +435,29 @@ def beat_parts(celery_app: Celery) -> BeatParts:
 
 async def _awaited(awaitable: Awaitable[Any]) -> Any:  # noqa: ANN401
     return await awaitable
+
+
+_CELERY_CALLS: Final = ("delay", "apply_async", "s", "si", "signature", "map", "starmap", "chunks")
+
+
+def _lend_celery_calls(route: Any, celery_app: Celery, name: str) -> None:  # noqa: ANN401
+    """Give a wrapped task's route ``.delay()``, ``.s()``, ...: old call sites keep working."""
+
+    def lend(attr: str) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
+            return getattr(celery_app.tasks[name], attr)(*args, **kwargs)
+
+        call.__name__ = attr
+        return call
+
+    for attr in _CELERY_CALLS:
+        setattr(route, attr, lend(attr))
+
+
+def _registered_tasks(celery_app: Celery) -> Mapping[str, Any]:
+    """Celery's task registry as it is, without finalizing the app."""
+    registry: Mapping[str, Any] = celery_app._tasks  # noqa: SLF001
+    return registry
 
 
 def _clash_message(name: str) -> str:

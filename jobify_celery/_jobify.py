@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, TypeAlias, cast
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeAlias, cast
 
 from jobify import Cron, Job, JobContext, JobStatus, RequestState
 from jobify._internal.common.constants import INFINITY, PATCH_CRON_DEF_ID
@@ -69,7 +69,26 @@ DECLARED_CRON_SUFFIX: Final[str] = PATCH_CRON_DEF_ID
 INFINITE_RUNS: Final[int] = INFINITY
 
 PublishTerminal: TypeAlias = Callable[["OuterContext"], Awaitable["asyncio.Handle"]]
-OptionsCheck: TypeAlias = Callable[[str, Callable[..., Any], Mapping[str, Any]], None]
+
+
+class RegistrationHooks(Protocol):
+    """What the bridge does around Jobify's route registration."""
+
+    def take_over(
+        self,
+        obj: Any,  # noqa: ANN401
+        options: Mapping[str, Any],
+    ) -> tuple[Callable[..., Any], dict[str, Any]] | None:
+        """Turn a Celery task given to ``@app.task`` into (function, options)."""
+        ...
+
+    def before(self, name: str, func: Callable[..., Any], options: Mapping[str, Any]) -> None:
+        """Check a route about to be registered."""
+        ...
+
+    def after(self, name: str, func: Callable[..., Any], options: Mapping[str, Any]) -> None:
+        """React to a route just registered."""
+        ...
 
 
 class RemoteJob(Job[Any]):
@@ -118,7 +137,7 @@ def make_remote(job: Job[Any]) -> RemoteJob:
     return cast("RemoteJob", job)
 
 
-def install_hooks(app: Jobify, terminal: PublishTerminal, check_options: OptionsCheck) -> None:
+def install_hooks(app: Jobify, terminal: PublishTerminal, hooks: RegistrationHooks) -> None:
     """Adapt a Jobify app to run its jobs on Celery.
 
     * The outer chain's last step publishes: Jobify builds each route's outer
@@ -131,8 +150,9 @@ def install_hooks(app: Jobify, terminal: PublishTerminal, check_options: Options
     * Retries are re-publishes through the broker, decided after the whole
       inner chain failed, so Jobify's in-process retry step (an
       ``asyncio.sleep`` that would hold a worker slot) leaves the chain.
-    * Route options are checked when a route is declared on the app, and
-      when routers' routes are registered at startup.
+    * Route registration goes through ``hooks``: options are checked when a
+      route is declared on the app (and when routers' routes are registered
+      at startup), and a Celery task given to ``@app.task`` is taken over.
     """
 
     async def restore_nothing() -> None:
@@ -149,12 +169,26 @@ def install_hooks(app: Jobify, terminal: PublishTerminal, check_options: Options
         if not isinstance(step, RetryMiddleware)
     )
     register = registrator.register
+    make_wrapper = registrator._register  # noqa: SLF001
 
     def checked_register(name: str, func: Callable[..., Any], options: Any) -> Any:  # noqa: ANN401
-        check_options(name, func, options)
-        return register(name, func, options)
+        hooks.before(name, func, options)
+        route = register(name, func, options)
+        hooks.after(name, func, options)
+        return route
+
+    def taking_over(options: Any) -> Callable[[Any], Any]:  # noqa: ANN401
+        def wrapper(obj: Any) -> Any:  # noqa: ANN401
+            taken = hooks.take_over(obj, options)
+            if taken is None:
+                return make_wrapper(options)(obj)
+            func, route_options = taken
+            return make_wrapper(cast("Any", route_options))(func)
+
+        return wrapper
 
     vars(registrator)["register"] = checked_register
+    vars(registrator)["_register"] = taking_over
 
 
 def app_is_started(app: Jobify) -> bool:

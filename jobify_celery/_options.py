@@ -147,9 +147,16 @@ def _check_retry(name: str, retry: Any) -> None:  # noqa: ANN401
         raise ValueError(msg)
 
 
-def celery_task_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Return the Celery task attributes for a route's options."""
+def celery_task_options(
+    options: Mapping[str, Any], kept: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Return the Celery task attributes for a route's options.
+
+    ``kept`` are the options of a wrapped Celery task: they replace the
+    defaults, and the route's own options replace them.
+    """
     task_options: dict[str, Any] = {"acks_late": True, "reject_on_worker_lost": True}
+    task_options.update(kept or {})
     timeout = options.get("timeout")
     if timeout is not None:
         task_options["time_limit"] = float(timeout) + TIME_LIMIT_GRACE

@@ -30,6 +30,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from jobify_celery._jobify import app_is_started
+from jobify_celery._pool_thread import PoolThread
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
@@ -70,10 +71,12 @@ class ProcessRuntime:
         """Tell whether this process's loop was started by the runtime."""
         return self._owned and self._pid == os.getpid()
 
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+    def run(self, coro: Coroutine[Any, Any, T], task: Any = None) -> T:  # noqa: ANN401
         """Run ``coro`` on the process's loop and return its result.
 
         Called from a Celery pool thread; blocks that thread, not the loop.
+        While it waits, the thread serves the calls ``coro`` sends it through
+        ``current_pool_thread()`` (``task`` is the Celery task executing).
         """
         try:
             loop = self.ensure_started()
@@ -88,7 +91,13 @@ class ProcessRuntime:
                 "a coroutine). Publish it instead: await route.push(...)."
             )
             raise RuntimeError(msg)
-        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+        pool_thread = PoolThread(loop, task)
+        token = pool_thread.enter()
+        try:
+            outcome = asyncio.run_coroutine_threadsafe(coro, loop)
+        finally:
+            pool_thread.leave(token)
+        return pool_thread.serve(outcome)
 
     def ensure_started(self) -> asyncio.AbstractEventLoop:
         """Return the loop for this process, starting loop and app if needed."""

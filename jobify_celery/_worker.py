@@ -148,12 +148,14 @@ class Executor:
             task.backend.store_result(request.id, None, states.PENDING, request=request)
             raise Ignore
         try:
-            return self._runtime.run(self._execute(task, request, name, args, kwargs))
+            return self._runtime.run(self._execute(task, request, name, args, kwargs), task)
         except Exception as exc:
             delay = self._retry_delay(name, exc, request)
             if delay is None:
                 raise
-            raise task.retry(exc=exc, countdown=delay) from None
+            policy = self._plans[name].retry
+            max_retries = policy.retries if policy is not None else None
+            raise task.retry(exc=exc, countdown=delay, max_retries=max_retries) from None
 
     @staticmethod
     def _superseded(task: Task, request: Any) -> bool:  # noqa: ANN401
