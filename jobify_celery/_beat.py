@@ -56,7 +56,6 @@ from jobify_celery._jobify import (
     route_by_name,
     routes_of,
 )
-from jobify_celery._options import publish_options_of
 from jobify_celery._outcome import read_meta
 from jobify_celery._results import read_metas
 
@@ -93,7 +92,6 @@ class _Entry:
     digest: str
     args: list[Any]
     kwargs: dict[str, Any]
-    publish_options: dict[str, Any]
     state: CronState
 
 
@@ -277,7 +275,6 @@ class BeatEngine:
             digest=digest,
             args=args,
             kwargs=kwargs,
-            publish_options=publish_options_of(route.options),
             state=state,
         )
 
@@ -336,7 +333,6 @@ class BeatEngine:
             entry.kwargs,
             task_id=task_id,
             headers={HEADER_KEY: header},
-            **entry.publish_options,
         )
 
     def _read_outcomes(self) -> None:

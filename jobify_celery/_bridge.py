@@ -37,7 +37,11 @@ from jobify_celery._jobify import (
     route_by_name,
 )
 from jobify_celery._names import route_table
-from jobify_celery._options import celery_task_options, validate_route_options
+from jobify_celery._options import (
+    celery_task_options,
+    publish_options_of,
+    validate_route_options,
+)
 from jobify_celery._producer import ProducerSession, Publisher
 from jobify_celery._results import watcher_for
 from jobify_celery._runtime import ProcessRuntime
@@ -63,6 +67,20 @@ class JobifyTask(Task):  # type: ignore[misc]
 
     #: The Jobify route this task runs (its full name, which is also the task's).
     jobify_route: str | None = None
+    #: Routing options of the route (``metadata={"celery": {"queue": ...}}``),
+    #: applied to every publish of the task unless the caller gives its own.
+    jobify_publish_options: Mapping[str, Any] = {}
+
+    def apply_async(
+        self,
+        args: Any = None,  # noqa: ANN401
+        kwargs: Any = None,  # noqa: ANN401
+        **options: Any,  # noqa: ANN401
+    ) -> Any:  # noqa: ANN401
+        """Publish as Celery does, with the route's routing options as defaults."""
+        for key, value in self.jobify_publish_options.items():
+            options.setdefault(key, value)
+        return super().apply_async(args, kwargs, **options)
 
 
 class _BridgePlugin:
@@ -224,6 +242,7 @@ class JobifyCelery:
             "base": JobifyTask,
             "serializer": "json",
             "jobify_route": name,
+            "jobify_publish_options": publish_options_of(route_options),
             "__header__": staticmethod(check_arguments),
         }
         self.celery_app.task(run, **options)

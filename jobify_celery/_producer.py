@@ -37,7 +37,6 @@ from jobify_celery._jobify import (
     make_remote,
     tracker_of,
 )
-from jobify_celery._options import publish_options_of
 from jobify_celery._outcome import read_meta
 from jobify_celery._supersede import record_current_publish
 
@@ -179,7 +178,6 @@ class Publisher:
         job = context.job
         codec = self._codec
         spec = context.func_spec
-        publish_options = publish_options_of(context.route_options)
         args, kwargs = encode_call(
             name, context.runnable.bound, spec.type_params, codec, spec.inject_params
         )
@@ -201,7 +199,7 @@ class Publisher:
             # time. Record the new publish as current before sending it.
             delay = (eta - datetime.now(tz=eta.tzinfo)).total_seconds() if eta else 0.0
             record_current_publish(self._celery_app.backend, job.id, token, delay)
-        task.apply_async(args, kwargs, task_id=job.id, eta=eta, headers=headers, **publish_options)
+        task.apply_async(args, kwargs, task_id=job.id, eta=eta, headers=headers)
         if replacing:
             job.status = JobStatus.SCHEDULED
             return cast("asyncio.Handle", previous)
