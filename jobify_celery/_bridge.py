@@ -242,7 +242,9 @@ class JobifyCelery:
             "base": JobifyTask,
             "serializer": "json",
             "jobify_route": name,
-            "jobify_publish_options": publish_options_of(route_options),
+            "jobify_publish_options": publish_options_of(
+                route_options, wrapped.options if wrapped else None
+            ),
             "__header__": staticmethod(check_arguments),
         }
         self.celery_app.task(run, **options)

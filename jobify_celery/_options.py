@@ -156,7 +156,7 @@ def celery_task_options(
     defaults, and the route's own options replace them.
     """
     task_options: dict[str, Any] = {"acks_late": True, "reject_on_worker_lost": True}
-    task_options.update(kept or {})
+    task_options.update((k, v) for k, v in (kept or {}).items() if k not in PUBLISH_OPTIONS)
     timeout = options.get("timeout")
     if timeout is not None:
         task_options["time_limit"] = float(timeout) + TIME_LIMIT_GRACE
@@ -168,9 +168,16 @@ def celery_task_options(
     return task_options
 
 
-def publish_options_of(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Return the ``apply_async`` options a route sets for each of its publishes."""
-    return {k: v for k, v in _celery_metadata(options).items() if k in PUBLISH_OPTIONS}
+def publish_options_of(
+    options: Mapping[str, Any], kept: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Return the ``apply_async`` options a route sets for each of its publishes.
+
+    A wrapped Celery task's routing attributes (``kept``) come first: they
+    move from the task class to its publishes (Celery deprecates them there).
+    """
+    merged = {**(kept or {}), **_celery_metadata(options)}
+    return {k: v for k, v in merged.items() if k in PUBLISH_OPTIONS}
 
 
 def _celery_metadata(options: Mapping[str, Any]) -> Mapping[str, Any]:

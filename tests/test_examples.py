@@ -175,3 +175,46 @@ def test_example_crons_run_on_beat_and_a_worker(servers: None, tmp_path: Path) -
             os.environ.pop(key, None)
         with Connection("amqp://guest:guest@127.0.0.1:5672//") as conn:
             conn.channel().queue_delete(queue)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("stage", ["before", "after"])
+def test_migration_example_serves_old_producers_before_and_after(
+    servers: None, tmp_path: Path, stage: str
+) -> None:
+    import importlib
+
+    from celery import chain
+    from kombu import Connection
+
+    from tests.integration.workers import WorkerProcess
+
+    queue = f"billing-example-{stage}-{os.getpid()}"
+    os.environ["BILLING_QUEUE"] = queue
+    # The producer side is the old code in both cases: plain Celery calls.
+    old = importlib.reload(importlib.import_module("examples.migrate_from_celery.before.tasks"))
+    worker = WorkerProcess(
+        app_path=f"examples.migrate_from_celery.{stage}.tasks:celery_app",
+        celery_app=old.celery_app,
+        queues=[queue],
+        node=f"{queue}@test",
+        pool="prefork",
+        concurrency=2,
+        log_path=tmp_path / "worker.log",
+        extra_env={"BILLING_QUEUE": queue},
+        cwd=tmp_path,
+    )
+    try:
+        worker.wait_ready()
+        sent = old.celery_app.send_task("billing.send_invoice", [42, "a@b.c"])
+        assert sent.get(timeout=30) == {"order_id": 42, "email": "a@b.c", "task_id": sent.id}
+        delayed = old.send_invoice.delay(7, "x@y.z")
+        assert delayed.get(timeout=30)["order_id"] == 7
+        assert chain(old.total.s([1.25, 2.5]))().get(timeout=30) == 3.75
+    finally:
+        worker.stop()
+        os.environ.pop("BILLING_QUEUE", None)
+        with Connection("amqp://guest:guest@127.0.0.1:5672//") as conn:
+            conn.channel().queue_delete(queue)
+    audited = "audit: " in worker.log()
+    assert audited is (stage == "after")
