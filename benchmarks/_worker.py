@@ -1,4 +1,4 @@
-"""Start and stop a `celery worker` for a benchmark run."""
+"""Start and stop `celery worker` processes, and measure them, for benchmarks."""
 
 from __future__ import annotations
 
@@ -12,33 +12,100 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from celery import Celery
+from kombu import Connection
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @contextlib.contextmanager
 def running_worker(
-    celery_app: Celery, queue: str, pool: str = "prefork", concurrency: int = 2
-) -> Iterator[subprocess.Popen[bytes]]:
-    node = f"{queue}-{pool}-{os.getpid()}@bench"
+    celery_app: Celery,
+    queue: str,
+    *,
+    app_path: str = "benchmarks.apps:celery_app",
+    pool: str = "prefork",
+    concurrency: int = 2,
+    consume: bool = True,
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """A worker for ``queue`` (or, with ``consume=False``, idle until told)."""
+    node = f"{queue}-{pool}-{os.getpid()}-{time.monotonic_ns()}@bench"
+    idle_queue = f"{queue}.idle"
     env = {**os.environ, "BENCH_QUEUE": queue, "PYTHONPATH": str(ROOT)}
     command = [
-        sys.executable, "-m", "celery", "-A", "benchmarks.apps:celery_app", "worker",
-        "-P", pool, "-c", str(concurrency), "-Q", queue, "-n", node, "-l", "warning",
+        sys.executable, "-m", "celery", "-A", app_path, "worker",
+        "-P", pool, "-c", str(concurrency), "-Q", queue if consume else idle_queue,
+        "-n", node, "-l", "warning",
         "--without-gossip", "--without-mingle", "--without-heartbeat",
-    ]
+    ]  # fmt: skip
     process = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
         while not celery_app.control.ping(destination=[node], timeout=0.5):
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("benchmark worker did not start")
-        yield process
+                msg = "benchmark worker did not start"
+                raise RuntimeError(msg)
+        yield process, node
     finally:
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(30)
+            process.wait(60)
         except subprocess.TimeoutExpired:
             pass
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
+        if not consume:
+            delete_queue(celery_app, idle_queue)
+
+
+def queue_depth(celery_app: Celery, queue: str) -> int:
+    with Connection(celery_app.conf.broker_url) as conn:
+        _, count, _ = conn.channel().queue_declare(queue, passive=True)
+        return int(count)
+
+
+def purge(celery_app: Celery, queue: str) -> None:
+    with Connection(celery_app.conf.broker_url) as conn, contextlib.suppress(Exception):
+        conn.channel().queue_purge(queue)
+
+
+def delete_queue(celery_app: Celery, queue: str) -> None:
+    with Connection(celery_app.conf.broker_url) as conn, contextlib.suppress(Exception):
+        conn.channel().queue_delete(queue)
+
+
+def tree_pids(pid: int) -> list[int]:
+    """``pid`` and its descendants (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, []))
+    return found
+
+
+def tree_pss_kib(pid: int) -> int:
+    """Proportional set size of a process tree, in KiB (shared pages split)."""
+    total = 0
+    for member in tree_pids(pid):
+        try:
+            text = Path(f"/proc/{member}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("Pss:"):
+                total += int(line.split()[1])
+    return total
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]

@@ -30,8 +30,19 @@ celery_app.conf.update(
     result_expires=600,
 )
 BEAT_DB = os.environ.get("BENCH_BEAT_DB", "")
-app = Jobify(storage=SQLiteStorage(BEAT_DB) if BEAT_DB else False)
-JobifyCelery(app, celery_app)
+
+
+class PassThrough:
+    """The one outer middleware of the publish benchmark: does nothing."""
+
+    async def __call__(self, call_next: Any, context: Any) -> Any:
+        return await call_next(context)
+
+
+app = Jobify(
+    storage=SQLiteStorage(BEAT_DB) if BEAT_DB else False, outer_middleware=[PassThrough()]
+)
+JobifyCelery(app, celery_app, track_started=os.environ.get("BENCH_TRACK_STARTED", "1") == "1")
 
 # beat_precision: which beat this process is (each starts its own).
 PUBLISH_LOG = os.environ.get("BENCH_PUBLISH_LOG", "")
@@ -70,7 +81,10 @@ def _log_publish(headers: dict[str, Any] | None = None, **_: Any) -> None:
         client.close()
 
 
-@app.task(name="bench.jobify_noop")
+@app.task(
+    name="bench.jobify_noop",
+    metadata={"celery": {"acks_late": os.environ.get("BENCH_ACKS_LATE", "1") == "1"}},
+)
 async def jobify_noop() -> None:
     return None
 

@@ -17,12 +17,7 @@ import time
 os.environ.setdefault("BENCH_QUEUE", f"jobify-celery-bench-{os.getpid()}")
 
 from benchmarks import apps  # noqa: E402
-from benchmarks._worker import running_worker  # noqa: E402
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+from benchmarks._worker import percentile, running_worker  # noqa: E402
 
 
 async def measure(rounds: int, delay: float) -> tuple[list[float], list[float]]:

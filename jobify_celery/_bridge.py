@@ -346,7 +346,12 @@ class JobifyCelery:
 
     def _on_pool_process_init(self, sender: Any = None, **_: Any) -> None:  # noqa: ANN401
         if sender in self._hostnames:
-            self._start_runtime()
+            # A prefork child or the solo pool: one task at a time on this
+            # thread, which drives the loop itself.
+            try:
+                self._runtime.start_inline()
+            except Exception:
+                logger.exception("The Jobify app failed to start in this worker process")
 
     def _on_worker_ready(self, sender: Any = None, **_: Any) -> None:  # noqa: ANN401
         if getattr(sender, "app", None) is not self.celery_app:

@@ -32,11 +32,20 @@ _DONE: Final = object()
 class PoolThread:
     """The pool thread running one Celery task, seen from the loop."""
 
-    __slots__ = ("_calls", "_loop", "task")
+    __slots__ = ("_calls", "_inline", "_loop", "task")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, task: Any) -> None:  # noqa: ANN401
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        task: Any,  # noqa: ANN401
+        *,
+        inline: bool = False,
+    ) -> None:
         self._loop = loop
         self._calls: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        #: The pool thread drives the loop itself (prefork, solo): calls run
+        #: right there, as Celery would run them, one job at a time.
+        self._inline = inline
         #: The Celery task executing (``self`` of a bound task).
         self.task = task
 
@@ -51,6 +60,8 @@ class PoolThread:
 
     async def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:  # noqa: ANN401
         """Run ``fn(*args, **kwargs)`` on the pool thread; await its result."""
+        if self._inline:
+            return fn(*args, **kwargs)
         future: asyncio.Future[T] = self._loop.create_future()
         self._calls.put((fn, args, kwargs, future))
         return await future

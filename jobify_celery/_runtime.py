@@ -1,29 +1,30 @@
 """One asyncio event loop and one started Jobify app per worker process.
 
-Celery runs a task in a pool thread (prefork child's main thread, a thread of
-the threads pool, the solo worker's thread) and expects a plain return. The
-runtime hands each task's coroutine to the process's event loop and blocks
-that pool thread until it finishes, so async functions, Jobify middleware and
-whatever the lifespan opened (connection pools, clients) all live on one loop
-for the life of the process, whatever the pool.
+Celery runs a task in a pool thread (a prefork child's main thread, a thread
+of the threads pool, the solo worker's thread) and expects a plain return. The
+runtime runs each task's coroutine on the process's event loop, so async
+functions, Jobify middleware and whatever the lifespan opened (connection
+pools, clients) live on one loop for the life of the process. Three ways:
 
-Whose loop:
+* **inline** (prefork children and the solo pool, which run one task at a
+  time on one thread): the loop belongs to that thread and runs while a task
+  runs (``run_until_complete``). No second thread, no hand-over per task. It
+  starts when the pool process starts (``worker_process_init``);
+* **loop thread** (the threads pool, or a lazy start): the loop runs forever in
+  a daemon thread; pool threads hand it their coroutines and wait;
+* **borrowed**: in a process where the user already started the app (``async
+  with app:``, e.g. a producer running an embedded worker), tasks run on that
+  loop and the app's lifetime stays the user's.
 
-* in a worker process, the runtime starts its own loop in a daemon thread the
-  first time it is needed (eagerly when the pool process starts, lazily on the
-  first task otherwise), runs ``app.startup()`` there, so the lifespan is
-  entered once per process, and ``app.shutdown()`` when the worker stops;
-* in a process where the user already started the app (``async with app:``,
-  e.g. a producer that also runs an embedded worker), tasks run on that loop
-  and the app's lifetime stays the user's.
-
-The runtime remembers the pid it started in: a forked child never uses the
-parent's loop; it starts its own.
+An own loop starts the app (``app.startup()``: the lifespan is entered once per
+process) and stops it when the worker stops. The runtime remembers its pid: a
+forked child never uses its parent's loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
@@ -50,10 +51,12 @@ class ProcessRuntime:
 
     def __init__(self, app: Jobify) -> None:
         self._app = app
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._pid: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        #: Thread that drives an inline loop (None: loop thread or borrowed).
+        self._inline_owner: int | None = None
         self._owned = False
         self._host: tuple[int, asyncio.AbstractEventLoop] | None = None
         self._failure: tuple[int, BaseException] | None = None
@@ -74,15 +77,17 @@ class ProcessRuntime:
     def run(self, coro: Coroutine[Any, Any, T], task: Any = None) -> T:  # noqa: ANN401
         """Run ``coro`` on the process's loop and return its result.
 
-        Called from a Celery pool thread; blocks that thread, not the loop.
-        While it waits, the thread serves the calls ``coro`` sends it through
-        ``current_pool_thread()`` (``task`` is the Celery task executing).
+        Called from a Celery pool thread. With a loop thread, this thread waits
+        and serves the calls ``coro`` sends it through ``current_pool_thread()``
+        (``task`` is the Celery task executing); inline, it runs the loop.
         """
         try:
             loop = self.ensure_started()
         except BaseException:
             coro.close()
             raise
+        if self._inline_owner == threading.get_ident():
+            return self._run_inline(loop, coro, task)
         if asyncio._get_running_loop() is loop:  # noqa: SLF001
             coro.close()
             msg = (
@@ -99,6 +104,29 @@ class ProcessRuntime:
             pool_thread.leave(token)
         return pool_thread.serve(outcome)
 
+    def start_inline(self) -> None:
+        """Start loop and app on the calling thread (a prefork child, solo).
+
+        In a process whose app is already started (an embedded worker), the
+        app's loop is borrowed instead.
+        """
+        with self._lock:
+            self._forget_inherited()
+            if self._loop is not None and self._pid == os.getpid():
+                return
+            host = self._host
+            if host is not None and host[0] == os.getpid() and host[1].is_running():
+                self.ensure_started()
+                return
+            self._raise_if_failed()
+            loop = asyncio.new_event_loop()
+            try:
+                self._start_app(loop, lambda: loop.run_until_complete(self._app.startup()))
+            except BaseException:
+                loop.close()
+                raise
+            self._inline_owner = threading.get_ident()
+
     def ensure_started(self) -> asyncio.AbstractEventLoop:
         """Return the loop for this process, starting loop and app if needed."""
         loop = self._loop
@@ -109,83 +137,142 @@ class ProcessRuntime:
             if loop is not None and self._pid == os.getpid() and self._usable(loop):
                 return loop
             self._forget_inherited()
-            failure = self._failure
-            if failure is not None and failure[0] == os.getpid():
-                msg = (
-                    f"The Jobify app failed to start in worker process {failure[0]} "
-                    f"({type(failure[1]).__name__}: {failure[1]}); this process runs "
-                    "no Jobify task. Fix the lifespan or plugin, then restart the worker."
-                )
-                raise RuntimeError(msg) from failure[1]
+            self._raise_if_failed()
             host = self._host
             if host is not None and host[0] == os.getpid() and host[1].is_running():
                 self._loop, self._pid, self._owned = host[1], host[0], False
                 return host[1]
-            return self._start_own_loop()
+            return self._start_loop_thread()
 
     def stop(self, timeout: float = _STOP_TIMEOUT) -> None:
         """Shut the app down and stop the loop, if this runtime started them.
 
-        ``timeout`` bounds the wait for ``app.shutdown()``: a loop blocked by
-        a synchronous function never gets to it.
+        ``timeout`` bounds the wait for ``app.shutdown()`` on a loop thread: a
+        loop blocked by a synchronous function never gets to it.
         """
         with self._lock:
-            loop, thread = self._loop, self._thread
+            loop = self._loop
             if loop is None or not self.owns_loop:
                 self._loop = None
                 return
             try:
-                future = asyncio.run_coroutine_threadsafe(self._app.shutdown(), loop)
-                future.result(timeout=timeout)
-            except TimeoutError:
-                logger.warning(
-                    "Jobify app shutdown did not finish in %.0fs in process %s; "
-                    "leaving the lifespan unfinished",
-                    timeout,
-                    os.getpid(),
-                )
-            except Exception:
-                logger.exception("Jobify app shutdown failed in worker process %s", os.getpid())
+                if self._inline_owner is not None:
+                    self._stop_inline(loop)
+                else:
+                    self._stop_loop_thread(loop, timeout)
             finally:
-                loop.call_soon_threadsafe(loop.stop)
-                if thread is not None:
-                    thread.join(timeout=timeout)
-                if not loop.is_running():
-                    loop.close()
                 self._loop, self._thread, self._owned, self._host = None, None, False, None
+                self._inline_owner = None
+
+    # -- internals ----------------------------------------------------------
+
+    def _run_inline(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        coro: Coroutine[Any, Any, T],
+        task: Any,  # noqa: ANN401
+    ) -> T:
+        pool_thread = PoolThread(loop, task, inline=True)
+        token = pool_thread.enter()
+        try:
+            job = loop.create_task(coro)
+        finally:
+            pool_thread.leave(token)
+        try:
+            return loop.run_until_complete(job)
+        except BaseException:
+            # Interrupted (a soft time limit, a terminate): cancel the job so
+            # its finally blocks run before the process moves on.
+            if not job.done():
+                job.cancel()
+                with contextlib.suppress(BaseException):
+                    loop.run_until_complete(job)
+            raise
+
+    def _stop_inline(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._inline_owner != threading.get_ident() or loop.is_running():
+            logger.warning("Jobify app left running: stopped from another thread")
+            return
+        try:
+            loop.run_until_complete(self._app.shutdown())
+        except Exception:
+            logger.exception("Jobify app shutdown failed in worker process %s", os.getpid())
+        finally:
+            loop.close()
+
+    def _stop_loop_thread(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        try:
+            future = asyncio.run_coroutine_threadsafe(self._app.shutdown(), loop)
+            future.result(timeout=timeout)
+        except TimeoutError:
+            logger.warning(
+                "Jobify app shutdown did not finish in %.0fs in process %s; "
+                "leaving the lifespan unfinished",
+                timeout,
+                os.getpid(),
+            )
+        except Exception:
+            logger.exception("Jobify app shutdown failed in worker process %s", os.getpid())
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            if self._thread is not None:
+                self._thread.join(timeout=timeout)
+            if not loop.is_running():
+                loop.close()
 
     def _usable(self, loop: asyncio.AbstractEventLoop) -> bool:
         if self._owned:
             return not loop.is_closed()
         return loop.is_running() and app_is_started(self._app)
 
+    def _raise_if_failed(self) -> None:
+        failure = self._failure
+        if failure is not None and failure[0] == os.getpid():
+            msg = (
+                f"The Jobify app failed to start in worker process {failure[0]} "
+                f"({type(failure[1]).__name__}: {failure[1]}); this process runs "
+                "no Jobify task. Fix the lifespan or plugin, then restart the worker."
+            )
+            raise RuntimeError(msg) from failure[1]
+
     def _forget_inherited(self) -> None:
         if self._pid is not None and self._pid != os.getpid():
             # Forked from a process that had a loop: its thread did not come
             # along, so the copy is dead weight. Start afresh.
-            self._loop, self._thread, self._owned = None, None, False
+            self._loop, self._thread, self._owned, self._inline_owner = None, None, False, None
             if self._host is not None and self._host[0] != os.getpid():
                 self._host = None
 
-    def _start_own_loop(self) -> asyncio.AbstractEventLoop:
+    def _start_loop_thread(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.new_event_loop()
         thread = threading.Thread(
             target=_serve_forever, args=(loop,), name="jobify-celery-loop", daemon=True
         )
         thread.start()
-        try:
+
+        def startup() -> None:
             asyncio.run_coroutine_threadsafe(self._app.startup(), loop).result()
-        except BaseException as exc:
-            # Jobify cannot start an app twice, so a failed start is final
-            # for this process: remember it and say so on every task.
-            self._failure = (os.getpid(), exc)
+
+        try:
+            self._start_app(loop, startup)
+        except BaseException:
             loop.call_soon_threadsafe(loop.stop)
             thread.join(timeout=_STOP_TIMEOUT)
             loop.close()
             raise
-        self._loop, self._thread, self._pid, self._owned = loop, thread, os.getpid(), True
-        logger.info("Jobify app started in worker process %s", os.getpid())
+        self._thread = thread
         return loop
+
+    def _start_app(self, loop: asyncio.AbstractEventLoop, startup: Any) -> None:  # noqa: ANN401
+        try:
+            startup()
+        except BaseException as exc:
+            # Jobify cannot start an app twice, so a failed start is final
+            # for this process: remember it and say so on every task.
+            self._failure = (os.getpid(), exc)
+            raise
+        self._loop, self._pid, self._owned = loop, os.getpid(), True
+        logger.info("Jobify app started in worker process %s", os.getpid())
 
 
 def _serve_forever(loop: asyncio.AbstractEventLoop) -> None:
