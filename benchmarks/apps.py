@@ -42,7 +42,7 @@ class PassThrough:
 app = Jobify(
     storage=SQLiteStorage(BEAT_DB) if BEAT_DB else False, outer_middleware=[PassThrough()]
 )
-JobifyCelery(app, celery_app, track_started=os.environ.get("BENCH_TRACK_STARTED", "1") == "1")
+JobifyCelery(app, celery_app, track_started=os.environ.get("BENCH_TRACK_STARTED", "0") == "1")
 
 # beat_precision: which beat this process is (each starts its own).
 PUBLISH_LOG = os.environ.get("BENCH_PUBLISH_LOG", "")

@@ -19,6 +19,10 @@ celery_app.conf.update(
     broker_connection_retry_on_startup=True,
     worker_prefetch_multiplier=4,
     result_expires=600,
+    # benchmarks.drain also runs plain Celery with jobify-celery's delivery
+    # defaults (acknowledge late, redeliver when a worker dies).
+    task_acks_late=os.environ.get("BENCH_PLAIN_ACKS_LATE") == "1",
+    task_reject_on_worker_lost=os.environ.get("BENCH_PLAIN_ACKS_LATE") == "1",
 )
 
 
