@@ -30,7 +30,8 @@ def running_worker(
     """A worker for ``queue`` (or, with ``consume=False``, idle until told)."""
     node = f"{queue}-{pool}-{os.getpid()}-{time.monotonic_ns()}@bench"
     idle_queue = f"{queue}.idle"
-    env = {**os.environ, "BENCH_QUEUE": queue, "PYTHONPATH": str(ROOT)}
+    # The apps derive their queue names from the parent's BENCH_QUEUE.
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     command = [
         sys.executable, "-m", "celery", "-A", app_path, "worker",
         "-P", pool, "-c", str(concurrency), "-Q", queue if consume else idle_queue,

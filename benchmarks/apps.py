@@ -24,7 +24,9 @@ celery_app = Celery(
 )
 celery_app.conf.update(
     task_default_queue=QUEUE,
-    task_queues=[Queue(QUEUE, queue_arguments={"x-expires": 600_000})],
+    task_queues=[
+        Queue(QUEUE)
+    ],  # deleted by each benchmark; no x-expires (kombu re-declares those on every publish)
     broker_connection_retry_on_startup=True,
     worker_prefetch_multiplier=4,
     result_expires=600,
@@ -39,9 +41,7 @@ class PassThrough:
         return await call_next(context)
 
 
-app = Jobify(
-    storage=SQLiteStorage(BEAT_DB) if BEAT_DB else False, outer_middleware=[PassThrough()]
-)
+app = Jobify(storage=SQLiteStorage(BEAT_DB) if BEAT_DB else False, outer_middleware=[PassThrough()])
 JobifyCelery(app, celery_app, track_started=os.environ.get("BENCH_TRACK_STARTED", "0") == "1")
 
 # beat_precision: which beat this process is (each starts its own).

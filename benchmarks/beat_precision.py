@@ -30,7 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 BACKEND = os.environ.get("RESULT_BACKEND", "redis://127.0.0.1:6379/0")
 
 
-def start_beat(tmp: Path, name: str, log_key: str, extra: dict[str, str]) -> subprocess.Popen[bytes]:
+def start_beat(
+    tmp: Path, name: str, log_key: str, extra: dict[str, str]
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),

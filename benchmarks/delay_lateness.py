@@ -16,8 +16,8 @@ import time
 
 os.environ.setdefault("BENCH_QUEUE", f"jobify-celery-bench-{os.getpid()}")
 
-from benchmarks import apps  # noqa: E402
-from benchmarks._worker import percentile, running_worker  # noqa: E402
+from benchmarks import apps
+from benchmarks._worker import percentile, running_worker
 
 
 async def measure(rounds: int, delay: float) -> tuple[list[float], list[float]]:

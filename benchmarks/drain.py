@@ -20,8 +20,8 @@ import time
 
 os.environ.setdefault("BENCH_QUEUE", f"jobify-celery-bench-{os.getpid()}")
 
-from benchmarks import apps, plain  # noqa: E402
-from benchmarks._worker import delete_queue, purge, queue_depth, running_worker  # noqa: E402
+from benchmarks import apps, plain
+from benchmarks._worker import delete_queue, purge, queue_depth, running_worker
 
 
 async def _push_all(n: int) -> None:
@@ -38,7 +38,9 @@ def drain(system: str, n: int) -> float:
         os.environ.pop("BENCH_PLAIN_ACKS_LATE", None)
     app, queue = module.celery_app, module.QUEUE
     with running_worker(
-        app, queue, app_path=f"benchmarks.{module.__name__.rsplit('.', 1)[1]}:celery_app",
+        app,
+        queue,
+        app_path=f"benchmarks.{module.__name__.rsplit('.', 1)[1]}:celery_app",
         consume=False,
     ) as (_, node):
         purge(app, queue)

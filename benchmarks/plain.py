@@ -7,7 +7,7 @@ import os
 from celery import Celery
 from kombu import Queue
 
-QUEUE = os.environ.get("BENCH_QUEUE", "jobify-celery-bench-plain")
+QUEUE = os.environ.get("BENCH_QUEUE", "jobify-celery-bench") + ".plain"
 celery_app = Celery(
     "bench_plain",
     broker=os.environ.get("BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//"),
@@ -15,7 +15,9 @@ celery_app = Celery(
 )
 celery_app.conf.update(
     task_default_queue=QUEUE,
-    task_queues=[Queue(QUEUE, queue_arguments={"x-expires": 600_000})],
+    task_queues=[
+        Queue(QUEUE)
+    ],  # deleted by each benchmark; no x-expires (kombu re-declares those on every publish)
     broker_connection_retry_on_startup=True,
     worker_prefetch_multiplier=4,
     result_expires=600,
