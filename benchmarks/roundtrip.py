@@ -3,7 +3,7 @@
     python -m benchmarks.roundtrip [--jobs 1000] [--quick]
 
 A prefork -c 2 worker per system (plain Celery, jobify-celery), both running;
-jobs alternate between the two in blocks of 50.
+jobs alternate one by one, so machine-level stalls hit both sides alike.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ os.environ.setdefault("BENCH_QUEUE", f"jobify-celery-bench-{os.getpid()}")
 from benchmarks import apps, plain
 from benchmarks._worker import delete_queue, percentile, running_worker
 
-BLOCK = 50
+BLOCK = 1
 
 
 async def measure(n: int) -> dict[str, list[float]]:

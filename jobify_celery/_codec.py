@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ __all__ = (
     "encode_call",
     "encode_header",
     "ensure_json",
+    "publish_token",
     "tagged_classes",
     "wire_signature",
 )
@@ -298,8 +300,12 @@ def encode_header(
     codec: ValueCodec,
     publish: str = "",
     cron: CronTick | None = None,
-) -> dict[str, Any]:
-    """Build the ``jobify`` header for a publish."""
+) -> str:
+    """Build the ``jobify`` header for a publish: one compact JSON string.
+
+    A string rather than a nested AMQP table: the AMQP client encodes tables
+    field by field in Python, on every publish.
+    """
     state: dict[str, Any] = {}
     for key, value in request_state.items():
         if key in RESERVED_STATE_KEYS:
@@ -311,17 +317,38 @@ def encode_header(
         item = codec.dump(value, Any)
         ensure_json(item, f"request_state[{key!r}]")
         state[key] = item
-    header = {"v": WIRE_VERSION, "exec_at": exec_at.isoformat(), "request_state": state}
+    header: dict[str, Any] = {"v": WIRE_VERSION, "exec_at": exec_at.isoformat()}
+    if state:
+        header["request_state"] = state
     if publish:
         header["publish"] = publish
     if cron is not None:
         header["cron"] = {"job_id": cron.job_id, "run": cron.run, "expression": cron.expression}
-    return header
+    return json.dumps(header, separators=(",", ":"))
+
+
+def _header_fields(raw: Any) -> Mapping[str, Any] | None:  # noqa: ANN401
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            return None
+    if isinstance(raw, Mapping) and raw.get("v") == WIRE_VERSION:
+        return raw
+    return None
+
+
+def publish_token(raw: Any) -> str | None:  # noqa: ANN401
+    """Return the publish token a ``jobify`` header carries, if any."""
+    fields = _header_fields(raw)
+    token = fields.get("publish") if fields is not None else None
+    return token if isinstance(token, str) else None
 
 
 def decode_header(raw: Any, codec: ValueCodec, tz: ZoneInfo) -> Envelope:  # noqa: ANN401
     """Read a ``jobify`` header; a missing or foreign one gives an empty envelope."""
-    if not isinstance(raw, Mapping) or raw.get("v") != WIRE_VERSION:
+    raw = _header_fields(raw)
+    if raw is None:
         return Envelope(exec_at=None, request_state={})
     exec_at = parse_time(raw.get("exec_at"), tz)
     state = raw.get("request_state")

@@ -181,7 +181,12 @@ class Publisher:
         args, kwargs = encode_call(
             name, context.runnable.bound, spec.type_params, codec, spec.inject_params
         )
-        token = uuid.uuid4().hex
+        eta = _eta_of(trigger, job.exec_at, self._app.configs.tz)
+        session: ProducerSession = self._session_of()
+        previous = handle_of(job)
+        replacing = isinstance(previous, ResultHandle) and isinstance(job, RemoteJob)
+        # Only a scheduled message can be superseded by a replace (see _supersede).
+        token = uuid.uuid4().hex if eta is not None or replacing else ""
         headers = {
             HEADER_KEY: encode_header(
                 exec_at=job.exec_at,
@@ -190,10 +195,6 @@ class Publisher:
                 publish=token,
             )
         }
-        eta = _eta_of(trigger, job.exec_at, self._app.configs.tz)
-        session: ProducerSession = self._session_of()
-        previous = handle_of(job)
-        replacing = isinstance(previous, ResultHandle) and isinstance(job, RemoteJob)
         if replacing:
             # replace=True of a job this producer published: same id, new
             # time. Record the new publish as current before sending it.

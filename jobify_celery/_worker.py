@@ -42,6 +42,7 @@ from jobify_celery._codec import (
     decode_header,
     ensure_json,
     parse_time,
+    publish_token,
     wire_signature,
 )
 from jobify_celery._errors import AppBindingError, ArgumentLoadError, RemoteJobTimeoutError
@@ -159,8 +160,7 @@ class Executor:
 
     @staticmethod
     def _superseded(task: Task, request: Any) -> bool:  # noqa: ANN401
-        header = getattr(request, HEADER_KEY, None)
-        token = header.get("publish") if isinstance(header, dict) else None
+        token = publish_token(getattr(request, HEADER_KEY, None))
         if not token:
             return False
         current = current_publish(task.backend, request.id)

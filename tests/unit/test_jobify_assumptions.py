@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.metadata
+import json
 from typing import Any
 
 from celery import Celery, signals
@@ -63,7 +64,7 @@ def test_push_ends_in_a_publish_and_tracks_a_remote_job() -> None:
     headers = published[0]["headers"]
     assert headers["id"] == job.id
     assert headers["task"] == "a:add"
-    assert headers["jobify"]["v"] == 1
+    assert json.loads(headers["jobify"])["v"] == 1
     args, kwargs, _embed = published[0]["body"]
     assert (args, kwargs) == ([1, 2], {})
 
