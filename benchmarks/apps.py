@@ -9,28 +9,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
-from celery import Celery, signals
+from celery import signals
 from jobify import INJECT, JobContext, Jobify
 from jobify.storage import SQLiteStorage
-from kombu import Queue
 
+from benchmarks._celery import bench_celery_app
 from jobify_celery import JobifyCelery
 
 QUEUE = os.environ.get("BENCH_QUEUE", "jobify-celery-bench")
-celery_app = Celery(
-    "bench",
-    broker=os.environ.get("BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//"),
-    backend=os.environ.get("RESULT_BACKEND", "redis://127.0.0.1:6379/0"),
-)
-celery_app.conf.update(
-    task_default_queue=QUEUE,
-    task_queues=[
-        Queue(QUEUE)
-    ],  # deleted by each benchmark; no x-expires (kombu re-declares those on every publish)
-    broker_connection_retry_on_startup=True,
-    worker_prefetch_multiplier=4,
-    result_expires=600,
-)
+celery_app = bench_celery_app("bench", QUEUE)
 BEAT_DB = os.environ.get("BENCH_BEAT_DB", "")
 
 

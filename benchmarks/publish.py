@@ -61,7 +61,9 @@ def main() -> None:
     median = {k: statistics.median(v) for k, v in rates.items()}
     print(f"publish: {n} messages each, one producer, RabbitMQ, {rounds} round(s)")
     for system, label in (("celery", "celery apply_async"), ("jobify", "jobify push (+1 outer)")):
-        print(f"  {label:24} {median[system]:8.0f} msg/s  rounds {[round(r) for r in rates[system]]}")
+        print(
+            f"  {label:24} {median[system]:8.0f} msg/s  rounds {[round(r) for r in rates[system]]}"
+        )
     print(f"  ratio jobify/celery: {median['jobify'] / median['celery']:.2f}  (goal >= 0.90)")
 
 

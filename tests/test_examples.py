@@ -26,6 +26,21 @@ def run_quickstart(env: dict[str, str]) -> str:
     return completed.stdout
 
 
+def run_example_module(
+    module: str, cwd: Path, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m module`` from ``cwd`` with the repository importable."""
+    return subprocess.run(
+        [sys.executable, "-m", module],
+        cwd=cwd,
+        env={**os.environ, **env, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def check_output(output: str) -> None:
     assert ": success -> Receipt(order_id=42, amount=Decimal('19.99')" in output
     assert ": failed -> ValueError('order -1 does not exist')" in output
@@ -96,15 +111,7 @@ def test_example_shop_runs_on_a_prefork_worker(servers: None, tmp_path: Path) ->
         )
         try:
             worker.wait_ready()
-            completed = subprocess.run(
-                [sys.executable, "-m", "examples.shop.producer"],
-                cwd=tmp_path,
-                env={**os.environ, **env, "PYTHONPATH": str(REPO_ROOT)},
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-            )
+            completed = run_example_module("examples.shop.producer", tmp_path, env)
         finally:
             worker.stop()
         assert completed.returncode == 0, completed.stderr
@@ -149,15 +156,7 @@ def test_example_crons_run_on_beat_and_a_worker(servers: None, tmp_path: Path) -
     )
     try:
         worker.wait_ready()
-        completed = subprocess.run(
-            [sys.executable, "-m", "examples.cron.add_report"],
-            cwd=tmp_path,
-            env={**os.environ, **env, "PYTHONPATH": str(REPO_ROOT)},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        completed = run_example_module("examples.cron.add_report", tmp_path, env)
         assert completed.returncode == 0, completed.stderr
         assert "cron sales-report scheduled" in completed.stdout
         deadline = time.monotonic() + 30
