@@ -38,6 +38,7 @@ from jobify_celery._jobify import (
     tracker_of,
 )
 from jobify_celery._outcome import read_meta
+from jobify_celery._send import send_followed
 from jobify_celery._supersede import record_current_publish
 
 if TYPE_CHECKING:
@@ -200,7 +201,7 @@ class Publisher:
             # time. Record the new publish as current before sending it.
             delay = (eta - datetime.now(tz=eta.tzinfo)).total_seconds() if eta else 0.0
             record_current_publish(self._celery_app.backend, job.id, token, delay)
-        task.apply_async(args, kwargs, task_id=job.id, eta=eta, headers=headers)
+        send_followed(task, args, kwargs, task_id=job.id, eta=eta, headers=headers)
         if replacing:
             job.status = JobStatus.SCHEDULED
             return cast("asyncio.Handle", previous)

@@ -240,6 +240,26 @@ def test_plain_celery_clients_run_the_same_inner_chain(worker: Worker) -> None:
     assert echoed["__dataclass__"]["fields"]["lines"][0]["__dataclass__"]["type"] == "Line"
 
 
+def test_a_push_is_followed_by_the_watcher_alone(worker: Worker, loop_thread: LoopThread) -> None:
+    """Celery's send-time result subscription is left out for pushes, kept for .delay()."""
+
+    async def scenario() -> tuple[bool, int, bool, str]:
+        backend = shop.celery_app.backend  # the loop thread's own (Celery's are per thread)
+        subscribed = backend.result_consumer.subscribed_to
+        job = await shop.add.push(2, 3)
+        pushed_subscribed = backend.get_key_for_task(job.id) in subscribed
+        await asyncio.wait_for(job.wait(), WAIT)
+        delayed = _task("add").delay(4, 5)
+        delayed_subscribed = backend.get_key_for_task(delayed.id) in subscribed
+        return pushed_subscribed, job.result(), delayed_subscribed, delayed.id
+
+    pushed_subscribed, pushed, delayed_subscribed, delayed_id = loop_thread.run(scenario())
+    assert not pushed_subscribed
+    assert pushed == 5
+    assert delayed_subscribed
+    assert AsyncResult(delayed_id, app=shop.celery_app).get(timeout=WAIT) == 9
+
+
 def test_arguments_that_do_not_bind_fail_before_publishing(
     worker: Worker, loop_thread: LoopThread, published: list[tuple[str, str]]
 ) -> None:
