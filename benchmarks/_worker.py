@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +28,10 @@ def running_worker(
     concurrency: int = 2,
     consume: bool = True,
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """A worker for ``queue`` (or, with ``consume=False``, idle until told)."""
+    """A worker for ``queue`` (or, with ``consume=False``, idle until told).
+
+    Its output goes to a log file, kept (and named) only if it fails to start.
+    """
     node = f"{queue}-{pool}-{os.getpid()}-{time.monotonic_ns()}@bench"
     idle_queue = f"{queue}.idle"
     # The apps derive their queue names from the parent's BENCH_QUEUE.
@@ -38,15 +42,23 @@ def running_worker(
         "-n", node, "-l", "warning",
         "--without-gossip", "--without-mingle", "--without-heartbeat",
     ]  # fmt: skip
-    process = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
+    log = tempfile.NamedTemporaryFile(prefix="bench-worker-", suffix=".log", delete=False)  # noqa: SIM115
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    started = False
     try:
         deadline = time.monotonic() + 60
         while not celery_app.control.ping(destination=[node], timeout=0.5):
             if process.poll() is not None or time.monotonic() > deadline:
-                msg = "benchmark worker did not start"
+                msg = f"benchmark worker did not start; its output: {log.name}"
                 raise RuntimeError(msg)
+        started = True
         yield process, node
     finally:
+        log.close()
+        if started:
+            Path(log.name).unlink(missing_ok=True)
         process.send_signal(signal.SIGTERM)
         try:
             process.wait(60)

@@ -58,7 +58,8 @@ def _log_publish(headers: dict[str, Any] | None = None, **_: Any) -> None:
     if not PUBLISH_LOG or not headers:
         return
     published = time.time()
-    jobify = headers.get("jobify") or {}
+    raw = headers.get("jobify") or "{}"
+    jobify = json.loads(raw) if isinstance(raw, str) else raw
     row = {"task": headers.get("task"), "published": published, "planned": jobify.get("exec_at")}
     client = redis.Redis.from_url(celery_app.conf.result_backend)
     try:

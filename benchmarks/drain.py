@@ -54,7 +54,8 @@ def drain(system: str, n: int) -> float:
         while queue_depth(app, queue) > 0:
             time.sleep(0.01)
         elapsed = time.perf_counter() - started
-    delete_queue(app, queue)
+    # Emptied, not deleted: this process's producer remembers the queue as
+    # declared, so messages published after a delete would be dropped.
     return n / elapsed
 
 
@@ -69,6 +70,8 @@ def main() -> None:
     for _ in range(rounds):
         for system in rates:
             rates[system].append(drain(system, n))
+    delete_queue(plain.celery_app, plain.QUEUE)
+    delete_queue(apps.celery_app, apps.QUEUE)
     median = {system: statistics.median(values) for system, values in rates.items()}
     print(f"drain: {n} no-op tasks, prefork -c 2, RabbitMQ + Redis, {rounds} round(s)")
     labels = {
