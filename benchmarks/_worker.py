@@ -27,6 +27,7 @@ def running_worker(
     pool: str = "prefork",
     concurrency: int = 2,
     consume: bool = True,
+    env: dict[str, str] | None = None,
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """A worker for ``queue`` (or, with ``consume=False``, idle until told).
 
@@ -35,7 +36,7 @@ def running_worker(
     node = f"{queue}-{pool}-{os.getpid()}-{time.monotonic_ns()}@bench"
     idle_queue = f"{queue}.idle"
     # The apps derive their queue names from the parent's BENCH_QUEUE.
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     command = [
         sys.executable, "-m", "celery", "-A", app_path, "worker",
         "-P", pool, "-c", str(concurrency), "-Q", queue if consume else idle_queue,

@@ -327,13 +327,18 @@ def encode_header(
     return json.dumps(header, separators=(",", ":"))
 
 
-def _header_fields(raw: Any) -> Mapping[str, Any] | None:  # noqa: ANN401
+# Headers decode to plain dicts (from JSON, or from an AMQP table): the checks
+# below use ``dict`` rather than the ``Mapping`` ABC, which is several times
+# slower to test, and this runs for every message a worker executes.
+
+
+def _header_fields(raw: Any) -> dict[str, Any] | None:  # noqa: ANN401
     if isinstance(raw, str):
         try:
             raw = json.loads(raw)
         except ValueError:
             return None
-    if isinstance(raw, Mapping) and raw.get("v") == WIRE_VERSION:
+    if isinstance(raw, dict) and raw.get("v") == WIRE_VERSION:
         return raw
     return None
 
@@ -353,7 +358,7 @@ def decode_header(raw: Any, codec: ValueCodec, tz: ZoneInfo) -> Envelope:  # noq
     exec_at = parse_time(raw.get("exec_at"), tz)
     state = raw.get("request_state")
     request_state = (
-        {str(k): codec.untag(v) for k, v in state.items()} if isinstance(state, Mapping) else {}
+        {str(k): codec.untag(v) for k, v in state.items()} if isinstance(state, dict) else {}
     )
     publish = raw.get("publish")
     return Envelope(
@@ -365,7 +370,7 @@ def decode_header(raw: Any, codec: ValueCodec, tz: ZoneInfo) -> Envelope:  # noq
 
 
 def _cron_tick(raw: Any) -> CronTick | None:  # noqa: ANN401
-    if not isinstance(raw, Mapping):
+    if not isinstance(raw, dict):
         return None
     job_id, run, expression = raw.get("job_id"), raw.get("run"), raw.get("expression")
     if isinstance(job_id, str) and isinstance(run, int) and isinstance(expression, str):

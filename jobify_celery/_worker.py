@@ -95,11 +95,12 @@ class _Plan:
 class _CancelWatch:
     """Cancels a running job when its state turns REVOKED (``job.cancel()``)."""
 
-    __slots__ = ("requested", "task")
+    __slots__ = ("following", "requested", "task")
 
     def __init__(self, task: asyncio.Task[Any] | None) -> None:
         self.task = task
         self.requested = False
+        self.following = False
 
     def on_meta(self, meta: dict[str, Any]) -> bool:
         outcome = read_meta(meta)
@@ -278,7 +279,8 @@ class Executor:
             raise
         finally:
             start_watch.cancel()
-            self._unwatch(task_id, watch)
+            if watch.following:
+                self._unwatch(task_id, watch)
         job.set_result(result, status=JobStatus.SUCCESS)
         return result
 
@@ -286,6 +288,7 @@ class Executor:
         watcher = self._session_of().watcher
         if watcher is not None:
             watcher.watch(task_id, watch.on_meta)
+            watch.following = True
 
     def _unwatch(self, task_id: str, watch: _CancelWatch) -> None:
         watcher = self._session_of().watcher
