@@ -106,6 +106,23 @@ def tree_pids(pid: int) -> list[int]:
     return found
 
 
+def tree_cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU time (user + system) of a process and of its descendants, in seconds."""
+    tick = os.sysconf("SC_CLK_TCK")
+    own, descendants = 0.0, 0.0
+    for member in tree_pids(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        seconds = (int(fields[11]) + int(fields[12])) / tick
+        if member == pid:
+            own += seconds
+        else:
+            descendants += seconds
+    return own, descendants
+
+
 def tree_pss_kib(pid: int) -> int:
     """Proportional set size of a process tree, in KiB (shared pages split)."""
     total = 0

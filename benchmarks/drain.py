@@ -28,7 +28,7 @@ os.environ.setdefault("BENCH_QUEUE", f"jobify-celery-bench-{os.getpid()}")
 from kombu import Connection
 
 from benchmarks import apps, plain
-from benchmarks._worker import delete_queue, running_worker
+from benchmarks._worker import delete_queue, running_worker, tree_cpu_seconds
 
 SYSTEMS = ("plain", "plain-late", "jobify")
 LABELS = {
@@ -88,18 +88,25 @@ def _segment(system: str, node: str, depth: _Depth, size: int) -> tuple[int, flo
     return before - left, elapsed
 
 
-def run(n: int, size: int) -> tuple[dict[str, float], list[dict[str, float]]]:
-    """Drain every queue in turns; return overall rates and each pass's rates."""
+def run(
+    n: int, size: int
+) -> tuple[dict[str, float], list[dict[str, float]], dict[str, tuple[float, float]]]:
+    """Drain every queue in turns.
+
+    Returns overall rates, each pass's rates, and each worker's CPU time per
+    task (its parent process, its pool processes) in milliseconds.
+    """
     depth = _Depth(plain.celery_app.conf.broker_url)
     passes: list[dict[str, float]] = []
     done = dict.fromkeys(SYSTEMS, 0)
     spent = dict.fromkeys(SYSTEMS, 0.0)
+    cpu = {s: [0.0, 0.0] for s in SYSTEMS}
     with contextlib.ExitStack() as stack:
-        nodes = {}
+        nodes, pids = {}, {}
         for system in SYSTEMS:
             module = apps if system == "jobify" else plain
             env = {"BENCH_PLAIN_ACKS_LATE": "1"} if system == "plain-late" else {}
-            _, nodes[system] = stack.enter_context(
+            process, nodes[system] = stack.enter_context(
                 running_worker(
                     module.celery_app,
                     QUEUES[system],
@@ -108,6 +115,7 @@ def run(n: int, size: int) -> tuple[dict[str, float], list[dict[str, float]]]:
                     env=env,
                 )
             )
+            pids[system] = process.pid
         _queue_all(n)
         order = list(SYSTEMS)
         while any(done[s] < n for s in SYSTEMS):
@@ -115,7 +123,11 @@ def run(n: int, size: int) -> tuple[dict[str, float], list[dict[str, float]]]:
             for system in order:
                 if depth(QUEUES[system]) == 0:
                     continue
+                before = tree_cpu_seconds(pids[system])
                 consumed, seconds = _segment(system, nodes[system], depth, size)
+                after = tree_cpu_seconds(pids[system])
+                cpu[system][0] += after[0] - before[0]
+                cpu[system][1] += after[1] - before[1]
                 done[system] += consumed
                 spent[system] += seconds
                 rates[system] = consumed / seconds
@@ -127,7 +139,9 @@ def run(n: int, size: int) -> tuple[dict[str, float], list[dict[str, float]]]:
     depth.close()
     for system in SYSTEMS:
         delete_queue(plain.celery_app, QUEUES[system])
-    return {s: done[s] / spent[s] for s in SYSTEMS}, passes
+    rates = {s: done[s] / spent[s] for s in SYSTEMS}
+    cpu_ms = {s: (1000 * cpu[s][0] / done[s], 1000 * cpu[s][1] / done[s]) for s in SYSTEMS}
+    return rates, passes, cpu_ms
 
 
 def main() -> None:
@@ -137,11 +151,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     n, size = (2_000, 500) if args.quick else (args.tasks, args.segment)
-    overall, passes = run(n, size)
+    overall, passes, cpu_ms = run(n, size)
     print(f"drain: {n} no-op tasks each, prefork -c 2, RabbitMQ + Redis, segments of {size}")
     for system in SYSTEMS:
         per_pass = [round(p[system]) for p in passes]
         print(f"  {LABELS[system]:20} {overall[system]:6.0f} tasks/s   passes {per_pass}")
+    for system in SYSTEMS:
+        parent, pool = cpu_ms[system]
+        print(f"  {LABELS[system]:20} CPU per task: parent {parent:.2f} ms, pool {pool:.2f} ms")
     late = [p["jobify"] / p["plain-late"] for p in passes]
     early = [p["jobify"] / p["plain"] for p in passes]
     print(

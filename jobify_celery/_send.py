@@ -45,7 +45,7 @@ def send_followed(
     **options: Any,  # noqa: ANN401
 ) -> None:
     """Publish ``task`` as ``apply_async`` does, for a job the bridge follows itself."""
-    backend = task.backend
+    backend = task.app.backend  # the one send_task calls: the app's, this thread's
     if not _subscribes_on_send(backend):
         task.apply_async(args, kwargs, **options)
         return
