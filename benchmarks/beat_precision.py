@@ -46,7 +46,11 @@ def start_beat(
     ]  # fmt: skip
     if name == "celery":
         command += ["-S", "celery.beat:PersistentScheduler"]
-    return subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
+    # Output to a file in the run's temporary directory (banners, warnings).
+    with (tmp / f"{name}.log").open("wb") as log:
+        return subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
