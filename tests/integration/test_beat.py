@@ -178,21 +178,30 @@ def _stop_down_restart(clock_env: Clock, crons: str, down: float) -> tuple[float
 def test_misfire_policies_after_beat_was_down(clock_env: Clock) -> None:
     clock_env.worker()
     stopped, restarted = _stop_down_restart(clock_env, "misfire", down=5.0)
-    time.sleep(4.0)
-    missed = [s for s in range(int(stopped) + 1, int(restarted)) if s + 1 < restarted]
 
-    def in_gap(route: str) -> list[datetime]:
-        return [t for t in _times(clock_env.runs(route)) if stopped < t.timestamp() < restarted + 1]
+    def since_stop(route: str) -> list[datetime]:
+        return [t for t in _times(clock_env.runs(route)) if t.timestamp() > stopped]
+
+    # ONCE makes up for the gap with one run planned when the new beat came
+    # up (the only planned time that is not a whole second). The new beat may
+    # take a few seconds to start on a busy machine: wait for that run.
+    deadline = time.monotonic() + 20.0
+    while not [t for t in since_stop("misfire_once") if not _whole(t)]:
+        assert time.monotonic() < deadline, since_stop("misfire_once")
+        time.sleep(0.1)
+    time.sleep(1.5)  # the other policies' catch-up runs, published in the same pass
+    once_late = [t for t in since_stop("misfire_once") if not _whole(t)]
+    assert len(once_late) == 1, since_stop("misfire_once")
+    came_up = once_late[0].timestamp()
+    missed = [s for s in range(int(stopped) + 1, int(restarted)) if s + 1 < restarted]
 
     all_times = {t.timestamp() for t in _times(clock_env.runs("misfire_all"))}
     assert set(map(float, missed)) <= all_times, "ALL skipped a missed tick"
-    skip_gap = [t for t in in_gap("misfire_skip") if t.timestamp() < restarted]
+    skip_gap = [t for t in since_stop("misfire_skip") if t.timestamp() < restarted]
     assert skip_gap == [], "SKIP ran a missed tick"
-    once_gap = [t for t in in_gap("misfire_once") if not _whole(t)]
-    assert len(once_gap) == 1, in_gap("misfire_once")
-    grace = [t.timestamp() for t in in_gap("misfire_grace") if t.timestamp() < restarted]
+    grace = [t.timestamp() for t in since_stop("misfire_grace") if t.timestamp() < came_up - 1]
     assert grace, "GRACE ran nothing of the last 2 s"
-    assert min(grace) >= restarted - 3.5, "GRACE ran a tick older than its grace"
+    assert min(grace) >= came_up - 3.5, "GRACE ran a tick older than its grace"
     assert len(grace) < len(missed)
 
 
