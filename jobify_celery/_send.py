@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 __all__ = ("send_followed",)
 
+#: Marks a backend's ``on_task_call`` once the switch below wraps it.
+_SWITCH_MARK: Final = "jobify_celery_switch"
 #: Set while a push is being sent: the backend's subscription step is skipped.
 _FOLLOWED_BY_JOBIFY: Final = contextvars.ContextVar("jobify_celery_followed", default=False)
 
@@ -46,10 +48,11 @@ def send_followed(
 ) -> None:
     """Publish ``task`` as ``apply_async`` does, for a job the bridge follows itself."""
     backend = task.app.backend  # the one send_task calls: the app's, this thread's
-    if not _subscribes_on_send(backend):
-        task.apply_async(args, kwargs, **options)
-        return
-    _install_switch(backend)
+    if not _has_switch(backend):
+        if not _subscribes_on_send(backend):
+            task.apply_async(args, kwargs, **options)
+            return
+        _install_switch(backend)
     token = _FOLLOWED_BY_JOBIFY.set(True)
     try:
         task.apply_async(args, kwargs, **options)
@@ -70,17 +73,18 @@ def _subscribes_on_send(backend: Backend) -> bool:
     return isinstance(backend, RedisBackend)
 
 
+def _has_switch(backend: Backend) -> bool:
+    return bool(getattr(backend.on_task_call, _SWITCH_MARK, False))
+
+
 def _install_switch(backend: Backend) -> None:
     """Make this backend instance skip ``on_task_call`` while a push is sent."""
-    current = backend.on_task_call
-    if getattr(current, "jobify_celery_switch", False):
-        return
-    original: Callable[[Any, str], Any] = current
+    original: Callable[[Any, str], Any] = backend.on_task_call
 
     def on_task_call(producer: Any, task_id: str) -> Any:  # noqa: ANN401
         if _FOLLOWED_BY_JOBIFY.get():
             return None
         return original(producer, task_id)
 
-    on_task_call.jobify_celery_switch = True  # type: ignore[attr-defined]
+    setattr(on_task_call, _SWITCH_MARK, True)
     backend.on_task_call = on_task_call
