@@ -89,8 +89,13 @@ def test_a_worker_killed_between_attempts_loses_no_retry(start_worker: StartWork
     job = loop_thread.run(shop.flaky_elsewhere.push(key, 1))
     _wait_for(lambda: len(shop.recorded(key)) == 1)
     _wait_for(lambda: AsyncResult(job.id, app=shop.celery_app).state == "RETRY")
-    # The retry (3 s countdown) is published and held, unacknowledged, by
-    # this worker: kill the whole worker, children included.
+    # RETRY is stored before the worker acknowledges attempt 1's message
+    # (acks_late): a kill inside that window makes the broker redeliver it,
+    # and attempt 1 rightly runs again. Give the ack a moment (the retry's
+    # countdown is 3 s, so it is still held, not yet running).
+    time.sleep(1.0)
+    # The retry is published and held, unacknowledged, by this worker: kill
+    # the whole worker, children included.
     os.killpg(first.pid, signal.SIGKILL)
     first.process.wait(10)
     start_worker()
