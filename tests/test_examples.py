@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -29,16 +30,27 @@ def run_quickstart(env: dict[str, str]) -> str:
 def run_example_module(
     module: str, cwd: Path, env: dict[str, str]
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m module`` from ``cwd`` with the repository importable."""
-    return subprocess.run(
-        [sys.executable, "-m", module],
+    """Run ``python -m module`` from ``cwd`` with the repository importable.
+
+    A run that does not end within 60 s fails with every thread's stack
+    (faulthandler on SIGABRT), so a hang says where it hangs.
+    """
+    command = [sys.executable, "-X", "faulthandler", "-m", module]
+    with subprocess.Popen(
+        command,
         cwd=cwd,
         env={**os.environ, **env, "PYTHONPATH": str(REPO_ROOT)},
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=60,
-        check=False,
-    )
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGABRT)
+            stdout, stderr = process.communicate(timeout=30)
+            pytest.fail(f"{module} did not end within 60 s.\nstdout:\n{stdout}\nstderr:\n{stderr}")
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 def check_output(output: str) -> None:
