@@ -71,10 +71,29 @@ def running_worker(
             delete_queue(celery_app, idle_queue)
 
 
-def queue_depth(celery_app: Celery, queue: str) -> int:
-    with Connection(celery_app.conf.broker_url) as conn:
-        _, count, _ = conn.channel().queue_declare(queue, passive=True)
+class QueueDepth:
+    """Reads queue depths over one broker connection, for polling loops."""
+
+    def __init__(self, celery_app: Celery) -> None:
+        self._conn = Connection(celery_app.conf.broker_url)
+        self._channel = self._conn.channel()
+
+    def __call__(self, queue: str) -> int:
+        _, count, _ = self._channel.queue_declare(queue, passive=True)
         return int(count)
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+@contextlib.contextmanager
+def both_workers() -> Iterator[None]:
+    """A prefork worker for each side: plain Celery's queue and jobify-celery's."""
+    from benchmarks import apps, plain  # noqa: PLC0415 - the apps read BENCH_QUEUE at import
+
+    with running_worker(plain.celery_app, plain.QUEUE, app_path="benchmarks.plain:celery_app"), \
+         running_worker(apps.celery_app, apps.QUEUE):  # fmt: skip
+        yield
 
 
 def purge(celery_app: Celery, queue: str) -> None:

@@ -25,10 +25,8 @@ import time
 
 os.environ.setdefault("BENCH_QUEUE", f"jobify-celery-bench-{os.getpid()}")
 
-from kombu import Connection
-
 from benchmarks import apps, plain
-from benchmarks._worker import delete_queue, running_worker, tree_cpu_seconds
+from benchmarks._worker import QueueDepth, delete_queue, running_worker, tree_cpu_seconds
 
 SYSTEMS = ("plain", "plain-late", "jobify")
 LABELS = {
@@ -56,22 +54,7 @@ def _queue_all(n: int) -> None:
     asyncio.run(_push_all(n))
 
 
-class _Depth:
-    """Reads queue depths over one broker connection (polled every 10 ms)."""
-
-    def __init__(self, url: str) -> None:
-        self._conn = Connection(url)
-        self._channel = self._conn.channel()
-
-    def __call__(self, queue: str) -> int:
-        _, count, _ = self._channel.queue_declare(queue, passive=True)
-        return int(count)
-
-    def close(self) -> None:
-        self._conn.close()
-
-
-def _segment(system: str, node: str, depth: _Depth, size: int) -> tuple[int, float]:
+def _segment(system: str, node: str, depth: QueueDepth, size: int) -> tuple[int, float]:
     """Let one worker consume ``size`` tasks; return (consumed, seconds)."""
     app = apps.celery_app if system == "jobify" else plain.celery_app
     queue = QUEUES[system]
@@ -96,7 +79,7 @@ def run(
     Returns overall rates, each pass's rates, and each worker's CPU time per
     task (its parent process, its pool processes) in milliseconds.
     """
-    depth = _Depth(plain.celery_app.conf.broker_url)
+    depth = QueueDepth(plain.celery_app)
     passes: list[dict[str, float]] = []
     done = dict.fromkeys(SYSTEMS, 0)
     spent = dict.fromkeys(SYSTEMS, 0.0)

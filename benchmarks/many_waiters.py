@@ -20,7 +20,7 @@ os.environ.setdefault("BENCH_QUEUE", f"jobify-celery-bench-{os.getpid()}")
 from celery.result import ResultSet
 
 from benchmarks import apps, plain
-from benchmarks._worker import delete_queue, running_worker
+from benchmarks._worker import both_workers, delete_queue
 
 
 async def jobify_run(n: int) -> tuple[float, int, int]:
@@ -50,8 +50,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     n = 1_000 if args.quick else args.jobs
-    with running_worker(plain.celery_app, plain.QUEUE, app_path="benchmarks.plain:celery_app"), \
-         running_worker(apps.celery_app, apps.QUEUE):  # fmt: skip
+    with both_workers():
         jobify_elapsed, threads_before, threads_after = asyncio.run(jobify_run(n))
         plain_elapsed = plain_run(n)
     delete_queue(plain.celery_app, plain.QUEUE)

@@ -18,7 +18,7 @@ import time
 os.environ.setdefault("BENCH_QUEUE", f"jobify-celery-bench-{os.getpid()}")
 
 from benchmarks import apps, plain
-from benchmarks._worker import delete_queue, queue_depth, running_worker, tree_pss_kib
+from benchmarks._worker import QueueDepth, delete_queue, running_worker, tree_pss_kib
 
 WARM_UP = 500
 
@@ -36,8 +36,10 @@ def _run_tasks(system: str, n: int) -> None:
     else:
         for _ in range(n):
             plain.plain_noop.delay()
-    while queue_depth(module.celery_app, module.QUEUE) > 0:
+    depth = QueueDepth(module.celery_app)
+    while depth(module.QUEUE) > 0:
         time.sleep(0.1)
+    depth.close()
     time.sleep(3)
 
 

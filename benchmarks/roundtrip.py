@@ -17,7 +17,7 @@ import time
 os.environ.setdefault("BENCH_QUEUE", f"jobify-celery-bench-{os.getpid()}")
 
 from benchmarks import apps, plain
-from benchmarks._worker import delete_queue, percentile, running_worker
+from benchmarks._worker import both_workers, delete_queue, percentile
 
 BLOCK = 1
 
@@ -45,8 +45,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     n = 200 if args.quick else args.jobs
-    with running_worker(plain.celery_app, plain.QUEUE, app_path="benchmarks.plain:celery_app"), \
-         running_worker(apps.celery_app, apps.QUEUE):  # fmt: skip
+    with both_workers():
         times = asyncio.run(measure(n))
     delete_queue(plain.celery_app, plain.QUEUE)
     delete_queue(apps.celery_app, apps.QUEUE)
