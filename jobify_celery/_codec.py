@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from jobify_celery._coerce import CoercionError, coerce
 from jobify_celery._errors import ArgumentLoadError
@@ -49,6 +49,7 @@ __all__ = (
     "encode_call",
     "encode_header",
     "ensure_json",
+    "positional_names",
     "publish_token",
     "tagged_classes",
     "wire_signature",
@@ -63,6 +64,7 @@ RESERVED_STATE_KEYS: Final[frozenset[str]] = frozenset(
 _PRIMITIVES: Final = (str, int, float, bool, type(None))
 _VAR_POSITIONAL: Final = inspect.Parameter.VAR_POSITIONAL
 _VAR_KEYWORD: Final = inspect.Parameter.VAR_KEYWORD
+_POSITIONAL: Final = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
 DumpFn = Callable[[Any, Any], Any]
 LoadFn = Callable[[Any, Any], Any]
@@ -195,6 +197,21 @@ def wire_signature(signature: inspect.Signature, injected: frozenset[str]) -> in
     return signature.replace(parameters=params)
 
 
+def positional_names(wire: inspect.Signature) -> tuple[str, ...] | None:
+    """Return the parameter names when every one is a plain positional one.
+
+    Such a signature (no defaults, no ``*args``/``**kwargs``, no keyword-only
+    parameter) is filled by exactly one positional value per name, which
+    :func:`decode_call` checks without ``Signature.bind``. ``None`` otherwise.
+    """
+    names: list[str] = []
+    for name, param in wire.parameters.items():
+        if param.kind not in _POSITIONAL or param.default is not inspect.Parameter.empty:
+            return None
+        names.append(name)
+    return tuple(names)
+
+
 def encode_call(
     task_name: str,
     bound: inspect.BoundArguments,
@@ -237,20 +254,29 @@ def decode_call(  # noqa: PLR0913
     codec: ValueCodec,
     args: tuple[Any, ...] | list[Any],
     kwargs: Mapping[str, Any],
+    positional: tuple[str, ...] | None = None,
 ) -> inspect.BoundArguments:
     """Bind a message's arguments to the function and load each one.
+
+    ``positional`` is ``positional_names(wire)``, worked out once per route:
+    a call that gives those parameters one positional value each is bound
+    without ``Signature.bind``.
 
     Raises ``ArgumentLoadError`` naming the task and the parameter when the
     arguments do not fit the signature or a value does not load.
     """
-    try:
-        raw = wire.bind(*args, **kwargs)
-    except TypeError as exc:
-        msg = f"task {task_name!r}: arguments do not fit {task_name}{wire}: {exc}"
-        raise ArgumentLoadError(msg) from None
+    arguments: Mapping[str, Any]
+    if positional is not None and not kwargs and len(args) == len(positional):
+        arguments = dict(zip(positional, args, strict=True))
+    else:
+        try:
+            arguments = wire.bind(*args, **kwargs).arguments
+        except TypeError as exc:
+            msg = f"task {task_name!r}: arguments do not fit {task_name}{wire}: {exc}"
+            raise ArgumentLoadError(msg) from None
     loaded: dict[str, Any] = {}
     params = wire.parameters
-    for name, value in raw.arguments.items():
+    for name, value in arguments.items():
         hint = hints.get(name, Any)
         kind = params[name].kind
         try:
@@ -274,9 +300,8 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-@dataclass(frozen=True, slots=True)
-class Envelope:
-    """What the ``jobify`` header carried, decoded."""
+class Envelope(NamedTuple):
+    """What the ``jobify`` header carried, decoded (one per executed message)."""
 
     exec_at: datetime | None
     request_state: dict[str, Any]
@@ -352,20 +377,16 @@ def publish_token(raw: Any) -> str | None:  # noqa: ANN401
 
 def decode_header(raw: Any, codec: ValueCodec, tz: ZoneInfo) -> Envelope:  # noqa: ANN401
     """Read a ``jobify`` header; a missing or foreign one gives an empty envelope."""
-    raw = _header_fields(raw)
-    if raw is None:
-        return Envelope(exec_at=None, request_state={})
-    exec_at = parse_time(raw.get("exec_at"), tz)
-    state = raw.get("request_state")
-    request_state = (
-        {str(k): codec.untag(v) for k, v in state.items()} if isinstance(state, dict) else {}
-    )
-    publish = raw.get("publish")
+    fields = _header_fields(raw)
+    if fields is None:
+        return Envelope(None, {})
+    state = fields.get("request_state")
+    publish = fields.get("publish")
     return Envelope(
-        exec_at=exec_at,
-        request_state=request_state,
-        publish=publish if isinstance(publish, str) else None,
-        cron=_cron_tick(raw.get("cron")),
+        parse_time(fields.get("exec_at"), tz),
+        {str(k): codec.untag(v) for k, v in state.items()} if type(state) is dict else {},
+        publish if type(publish) is str else None,
+        _cron_tick(fields["cron"]) if "cron" in fields else None,
     )
 
 

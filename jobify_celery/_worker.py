@@ -42,6 +42,7 @@ from jobify_celery._codec import (
     decode_header,
     ensure_json,
     parse_time,
+    positional_names,
     publish_token,
     wire_signature,
 )
@@ -65,6 +66,7 @@ if TYPE_CHECKING:
     from jobify import JobContext, Jobify
 
     from jobify_celery._codec import CronTick, ValueCodec
+    from jobify_celery._jobify import RootRoute
     from jobify_celery._producer import ProducerSession
     from jobify_celery._runtime import ProcessRuntime
 
@@ -85,8 +87,10 @@ def injected_names(signature: inspect.Signature) -> frozenset[str]:
 class _Plan:
     """What a route needs per call, worked out once per process."""
 
+    route: RootRoute[..., Any]
     signature: inspect.Signature
     wire: inspect.Signature
+    positional: tuple[str, ...] | None
     hints: dict[str, Any]
     result_type: Any
     retry: SmartRetry | None
@@ -95,10 +99,13 @@ class _Plan:
 class _CancelWatch:
     """Cancels a running job when its state turns REVOKED (``job.cancel()``)."""
 
-    __slots__ = ("following", "requested", "task")
+    __slots__ = ("following", "requested", "started", "task", "task_id")
 
-    def __init__(self, task: asyncio.Task[Any] | None) -> None:
+    def __init__(self, task: asyncio.Task[Any] | None, task_id: str, started: float) -> None:
         self.task = task
+        self.task_id = task_id
+        #: When the job started, on its loop's clock.
+        self.started = started
         self.requested = False
         self.following = False
 
@@ -112,6 +119,55 @@ class _CancelWatch:
         return False
 
 
+class _LongRunning:
+    """Hands the jobs that have run ``_CANCEL_WATCH_AFTER`` seconds to ``follow``.
+
+    One timer for all the jobs of a loop, armed for the oldest job not yet
+    handed over, instead of a timer per job: most jobs finish long before it.
+    Used on the loop's thread only.
+    """
+
+    __slots__ = ("_follow", "_jobs", "_loop", "_timer")
+
+    def __init__(self, follow: Callable[[_CancelWatch], None]) -> None:
+        self._follow = follow
+        #: Running jobs not handed over yet, oldest first (dicts keep order).
+        self._jobs: dict[_CancelWatch, None] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, watch: _CancelWatch, loop: asyncio.AbstractEventLoop) -> None:
+        if loop is not self._loop:
+            # A new loop (a forked child, an app started again): the old
+            # loop's jobs and timer are gone with it.
+            self._jobs.clear()
+            self._loop, self._timer = loop, None
+        self._jobs[watch] = None
+        if self._timer is None:
+            self._timer = loop.call_at(watch.started + _CANCEL_WATCH_AFTER, self._sweep)
+
+    def discard(self, watch: _CancelWatch) -> None:
+        self._jobs.pop(watch, None)
+
+    def _sweep(self) -> None:
+        self._timer = None
+        loop = self._loop
+        if loop is None:
+            return
+        due = loop.time() - _CANCEL_WATCH_AFTER
+        jobs = self._jobs
+        handed: list[_CancelWatch] = []
+        while jobs:
+            watch = next(iter(jobs))
+            if watch.started > due:
+                self._timer = loop.call_at(watch.started + _CANCEL_WATCH_AFTER, self._sweep)
+                break
+            del jobs[watch]
+            handed.append(watch)
+        for watch in handed:
+            self._follow(watch)
+
+
 def _forget_job(_job_id: str) -> None:
     """Worker-side jobs are not tracked: the producer's handle is the job."""
 
@@ -119,7 +175,7 @@ def _forget_job(_job_id: str) -> None:
 class Executor:
     """Runs one Celery invocation of a Jobify route on the process's loop."""
 
-    __slots__ = ("_app", "_codec", "_plans", "_runtime", "_session_of")
+    __slots__ = ("_app", "_codec", "_long_running", "_plans", "_runtime", "_session_of")
 
     def __init__(
         self,
@@ -134,6 +190,7 @@ class Executor:
         self._codec = codec
         self._session_of = session_of
         self._plans: dict[str, _Plan] = {}
+        self._long_running = _LongRunning(self._watch)
 
     def __call__(self, task: Task, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:  # noqa: ANN401
         """Run the route ``name`` for the Celery ``task`` now executing.
@@ -190,14 +247,7 @@ class Executor:
         kwargs: dict[str, Any],
     ) -> Any:  # noqa: ANN401
         app = self._app
-        route = route_by_name(app, name)
-        if route is None:
-            msg = (
-                f"Celery task {name!r} has no Jobify route in the started app; "
-                "the worker imported a different version of the task module."
-            )
-            raise AppBindingError(msg)
-        plan = self._plans.get(name) or self._plan(name, route)
+        plan = self._plans.get(name) or self._plan(name)
         codec = self._codec
         bound = decode_call(
             name,
@@ -207,27 +257,32 @@ class Executor:
             codec=codec,
             args=args,
             kwargs=kwargs,
+            positional=plan.positional,
         )
-        tz = app.configs.tz
+        configs = app.configs
+        tz = configs.tz
         envelope = decode_header(getattr(request, HEADER_KEY, None), codec, tz)
-        builder = route.create_builder(bound)
+        builder = plan.route.create_builder(bound)
         tick = envelope.cron
         job: Job[Any] = Job(
             # A cron's run is its cron's job; its Celery task id is its own.
             job_id=tick.job_id if tick is not None else request.id,
             exec_at=_planned_time(request, envelope.exec_at, tz),
-            storage=app.configs.storage,
+            storage=configs.storage,
             unregister_hook=_forget_job,
             job_status=JobStatus.RUNNING,
         )
-        request_state = RequestState(envelope.request_state)
-        request_state["celery_request"] = request
-        request_state["celery_task"] = task
-        request_state["attempt"] = int(request.retries or 0) + 1
+        # Filled as a dict, then wrapped: RequestState's item access is slow.
+        state = envelope.request_state
+        state["celery_request"] = request
+        state["celery_task"] = task
+        state["attempt"] = int(request.retries or 0) + 1
         if tick is not None:
             self._bind_cron(job, tick)
-            request_state["cron_run"] = tick.run
-        context = build_job_context(app=app, builder=builder, job=job, request_state=request_state)
+            state["cron_run"] = tick.run
+        context = build_job_context(
+            app=app, builder=builder, job=job, request_state=RequestState(state)
+        )
         result = await self._run_cancellable(builder, context, job, request.id)
         dumped = codec.dump(result, plan.result_type)
         ensure_json(dumped, f"the result of task {name!r}")
@@ -258,9 +313,10 @@ class Executor:
         The job's own result channel is followed only once it has run for
         ``_CANCEL_WATCH_AFTER`` seconds: short jobs cost nothing extra.
         """
-        watch = _CancelWatch(asyncio.current_task())
         loop = asyncio.get_running_loop()
-        start_watch = loop.call_later(_CANCEL_WATCH_AFTER, self._watch, task_id, watch)
+        watch = _CancelWatch(asyncio.current_task(), task_id, loop.time())
+        long_running = self._long_running
+        long_running.add(watch, loop)
         try:
             result = await run_inner_chain(builder, context)
         except asyncio.CancelledError:
@@ -278,29 +334,39 @@ class Executor:
             job.set_exception(exc, status=JobStatus.FAILED)
             raise
         finally:
-            start_watch.cancel()
+            long_running.discard(watch)
             if watch.following:
-                self._unwatch(task_id, watch)
+                self._unwatch(watch)
         job.set_result(result, status=JobStatus.SUCCESS)
         return result
 
-    def _watch(self, task_id: str, watch: _CancelWatch) -> None:
+    def _watch(self, watch: _CancelWatch) -> None:
         watcher = self._session_of().watcher
         if watcher is not None:
-            watcher.watch(task_id, watch.on_meta)
+            watcher.watch(watch.task_id, watch.on_meta)
             watch.following = True
 
-    def _unwatch(self, task_id: str, watch: _CancelWatch) -> None:
+    def _unwatch(self, watch: _CancelWatch) -> None:
         watcher = self._session_of().watcher
         if watcher is not None:
-            watcher.forget(task_id, watch.on_meta)
+            watcher.forget(watch.task_id, watch.on_meta)
 
-    def _plan(self, name: str, route: Any) -> _Plan:  # noqa: ANN401
+    def _plan(self, name: str) -> _Plan:
+        route = route_by_name(self._app, name)
+        if route is None:
+            msg = (
+                f"Celery task {name!r} has no Jobify route in the started app; "
+                "the worker imported a different version of the task module."
+            )
+            raise AppBindingError(msg)
         spec = func_spec_of(route)
         signature = spec.signature
+        wire = wire_signature(signature, frozenset(spec.inject_params))
         plan = _Plan(
+            route=route,
             signature=signature,
-            wire=wire_signature(signature, frozenset(spec.inject_params)),
+            wire=wire,
+            positional=positional_names(wire),
             hints=dict(spec.type_params),
             result_type=spec.result_type,
             retry=retry_policy(route.options),

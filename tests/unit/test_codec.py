@@ -24,6 +24,7 @@ from jobify_celery._codec import (
     encode_header,
     ensure_json,
     parse_time,
+    positional_names,
     tagged_classes,
     wire_signature,
 )
@@ -132,6 +133,46 @@ def test_injected_parameters_never_travel() -> None:
                 args=args,
                 kwargs=kwargs,
             )
+
+
+def test_plain_positional_calls_bind_like_signature_bind() -> None:
+    def simple(a: int, b: Decimal, /, c: str, ctx: JobContext = INJECT) -> None:
+        raise NotImplementedError
+
+    signature = inspect.signature(simple)
+    wire = wire_signature(signature, frozenset({"ctx"}))
+    positional = positional_names(wire)
+    assert positional == ("a", "b", "c")
+    # Defaults, *args, **kwargs and keyword-only parameters always go to bind.
+    assert positional_names(WIRE) is None
+    param = inspect.Parameter
+    a = param("a", param.POSITIONAL_OR_KEYWORD)
+    assert positional_names(inspect.Signature([a, param("b", a.kind, default=1)])) is None
+    assert positional_names(inspect.Signature([a, param("b", param.KEYWORD_ONLY)])) is None
+
+    def call(args: list[Any], kwargs: dict[str, Any]) -> inspect.BoundArguments:
+        return decode_call(
+            "t",
+            signature=signature,
+            wire=wire,
+            hints={"a": int, "b": Decimal, "c": str},
+            codec=default_codec(),
+            args=args,
+            kwargs=kwargs,
+            positional=positional,
+        )
+
+    fast = call([1, "2.5", "x"], {})
+    assert fast.arguments == {"a": 1, "b": Decimal("2.5"), "c": "x"}
+    assert call([1, "2.5"], {"c": "x"}).arguments == fast.arguments
+    for args, kwargs, message in (
+        ([1, "2.5"], {}, "missing a required argument: 'c'"),
+        ([1, "2.5", "x", 4], {}, "too many positional arguments"),
+        ([1, "2.5", "x"], {"c": "y"}, "multiple values for argument 'c'"),
+        (["one", "2.5", "x"], {}, "parameter 'a'"),
+    ):
+        with pytest.raises(ArgumentLoadError, match=message):
+            call(args, kwargs)
 
 
 def test_plain_json_from_a_celery_client_loads_into_the_annotations() -> None:
