@@ -62,6 +62,9 @@ RESERVED_STATE_KEYS: Final[frozenset[str]] = frozenset(
 )
 
 _PRIMITIVES: Final = (str, int, float, bool, type(None))
+#: Reads a header straight with the C scanner (``json.loads`` wraps it in two
+#: Python calls and a whitespace scan, on every message a worker executes).
+_HEADER_DECODER: Final = json.JSONDecoder()
 _VAR_POSITIONAL: Final = inspect.Parameter.VAR_POSITIONAL
 _VAR_KEYWORD: Final = inspect.Parameter.VAR_KEYWORD
 _POSITIONAL: Final = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
@@ -360,8 +363,10 @@ def encode_header(
 def _header_fields(raw: Any) -> dict[str, Any] | None:  # noqa: ANN401
     if isinstance(raw, str):
         try:
-            raw = json.loads(raw)
+            raw, end = _HEADER_DECODER.raw_decode(text := raw)
         except ValueError:
+            return None
+        if end != len(text):
             return None
     if isinstance(raw, dict) and raw.get("v") == WIRE_VERSION:
         return raw

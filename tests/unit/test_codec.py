@@ -269,7 +269,8 @@ def test_header_refuses_reserved_and_unserializable_state() -> None:
 
 def test_missing_or_foreign_header_is_a_plain_celery_call() -> None:
     codec = default_codec()
-    for raw in (None, "x", {"v": 99}):
+    exec_at = '"exec_at":"2026-01-01T00:00:00+00:00"'
+    for raw in (None, "x", {"v": 99}, '{"v":99,%s}' % exec_at, '{"v":1,%s} trailing' % exec_at):  # noqa: UP031
         envelope = decode_header(raw, codec, ZoneInfo("UTC"))
         assert envelope.exec_at is None
         assert envelope.request_state == {}
