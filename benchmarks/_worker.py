@@ -125,21 +125,43 @@ def tree_pids(pid: int) -> list[int]:
     return found
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of one process, in seconds (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def tree_cpu_seconds(pid: int) -> tuple[float, float]:
     """CPU time (user + system) of a process and of its descendants, in seconds."""
-    tick = os.sysconf("SC_CLK_TCK")
     own, descendants = 0.0, 0.0
     for member in tree_pids(pid):
+        if member == pid:
+            own += cpu_seconds(member)
+        else:
+            descendants += cpu_seconds(member)
+    return own, descendants
+
+
+#: The local servers every benchmark message passes through (RabbitMQ, Redis).
+SERVER_COMMANDS = ("beam.smp", "redis-server")
+
+
+def server_pids() -> list[int]:
+    """The local RabbitMQ and Redis server processes (empty if they run elsewhere)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
         try:
-            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+            command = (entry / "comm").read_text().strip()
         except OSError:
             continue
-        seconds = (int(fields[11]) + int(fields[12])) / tick
-        if member == pid:
-            own += seconds
-        else:
-            descendants += seconds
-    return own, descendants
+        if command in SERVER_COMMANDS:
+            found.append(int(entry.name))
+    return found
 
 
 def tree_pss_kib(pid: int) -> int:
