@@ -32,7 +32,7 @@ _DONE: Final = object()
 class PoolThread:
     """The pool thread running one Celery task, seen from the loop."""
 
-    __slots__ = ("_calls", "_inline", "_loop", "task")
+    __slots__ = ("_calls", "_loop", "task")
 
     def __init__(
         self,
@@ -42,10 +42,9 @@ class PoolThread:
         inline: bool = False,
     ) -> None:
         self._loop = loop
-        self._calls: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        #: The pool thread drives the loop itself (prefork, solo): calls run
-        #: right there, as Celery would run them, one job at a time.
-        self._inline = inline
+        #: None when the pool thread drives the loop itself (prefork, solo):
+        #: calls run right there, as Celery would run them, one job at a time.
+        self._calls: queue.SimpleQueue[Any] | None = None if inline else queue.SimpleQueue()
         #: The Celery task executing (``self`` of a bound task).
         self.task = task
 
@@ -60,18 +59,23 @@ class PoolThread:
 
     async def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:  # noqa: ANN401
         """Run ``fn(*args, **kwargs)`` on the pool thread; await its result."""
-        if self._inline:
+        calls = self._calls
+        if calls is None:
             return fn(*args, **kwargs)
         future: asyncio.Future[T] = self._loop.create_future()
-        self._calls.put((fn, args, kwargs, future))
+        calls.put((fn, args, kwargs, future))
         return await future
 
     def serve(self, outcome: concurrent.futures.Future[T]) -> T:
         """Serve calls until ``outcome`` (the job's coroutine) is done."""
-        outcome.add_done_callback(lambda _: self._calls.put(_DONE))
+        calls = self._calls
+        if calls is None:
+            msg = "a pool thread that drives the loop itself serves no calls"
+            raise RuntimeError(msg)
+        outcome.add_done_callback(lambda _: calls.put(_DONE))
         try:
             while True:
-                item = self._calls.get()
+                item = calls.get()
                 if item is _DONE:
                     return outcome.result()
                 self._run(*item)

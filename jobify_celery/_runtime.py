@@ -81,6 +81,14 @@ class ProcessRuntime:
         and serves the calls ``coro`` sends it through ``current_pool_thread()``
         (``task`` is the Celery task executing); inline, it runs the loop.
         """
+        loop = self._loop
+        if (
+            loop is not None
+            and self._inline_owner == threading.get_ident()
+            and self._pid == os.getpid()
+        ):
+            # This thread started the loop and drives it (stop() clears both).
+            return self._run_inline(loop, coro, task)
         try:
             loop = self.ensure_started()
         except BaseException:
