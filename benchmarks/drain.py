@@ -6,8 +6,8 @@ Four systems, each with its own queue and its own idle worker: plain Celery
 with its defaults (acks early), plain Celery acknowledging late like
 jobify-celery does by default (``task_acks_late``,
 ``task_reject_on_worker_lost``), plain Celery (acks late) running the same
-``async def`` no-op on an event loop of its own per process, and jobify-celery.
-The three plain systems run a plain ``def`` no-op except the async one. N tasks
+``async def`` no-op on an event loop of its own per process, and jobify-celery
+(an ``async def`` no-op route). The first two run a plain ``def`` no-op. N tasks
 are queued for each (plain: ``apply_async``; jobify: ``push()``), then the
 workers take turns: one is told to consume until ``--segment`` more tasks left
 its queue, then stops, then the next. Each pass gives every system one segment
