@@ -9,11 +9,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from celery import Celery
 from kombu import Connection
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from celery import Celery
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,10 +65,8 @@ def running_worker(
         if started:
             Path(log.name).unlink(missing_ok=True)
         process.send_signal(signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(60)
-        except subprocess.TimeoutExpired:
-            pass
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         if not consume:

@@ -172,6 +172,7 @@ def main() -> None:
             f"  {LABELS[system]:20} CPU per task: parent {parent:.2f} ms, pool {pool:.2f} ms, "
             f"RabbitMQ + Redis {servers:.2f} ms, all {parent + pool + servers:.2f} ms"
         )
+
     def median_ratio(baseline: str) -> float:
         return statistics.median(p["jobify"] / p[baseline] for p in passes)
 

@@ -68,11 +68,13 @@ def main() -> None:
     for system, (idle, after) in results.items():
         growth = (after - idle) / idle * 100
         print(
-            f"  {system:7} idle {idle / 1024:7.1f} MiB   after {after / 1024:7.1f} MiB   growth {growth:+.1f}%"
+            f"  {system:7} idle {idle / 1024:7.1f} MiB   after {after / 1024:7.1f} MiB   "
+            f"growth {growth:+.1f}%"
         )
     (c_idle, c_after), (j_idle, j_after) = results["celery"], results["jobify"]
     print(
-        f"  ratio jobify/celery: idle {j_idle / c_idle:.2f}, after {j_after / c_after:.2f} (goal <= 1.15)"
+        f"  ratio jobify/celery: idle {j_idle / c_idle:.2f}, "
+        f"after {j_after / c_after:.2f} (goal <= 1.15)"
     )
 
 
