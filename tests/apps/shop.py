@@ -326,6 +326,13 @@ async def long_async_elsewhere(key: str, seconds: float) -> str:
     return await _long_run(key, seconds)
 
 
+@app.task(metadata={"celery": {"queue": LIFECYCLE_QUEUE, "soft_time_limit": 1}})
+async def soft_limited_elsewhere(key: str, seconds: float) -> str:
+    """Runs past Celery's soft time limit when ``seconds`` > 1."""
+    record(key, f"pid:{os.getpid()}")
+    return await _long_run(key, seconds)
+
+
 @app.task(run_mode=RunMode.MAIN, metadata=ON_LIFECYCLE_QUEUE)
 def long_sync_elsewhere(key: str, seconds: float) -> str:
     record(key, f"start:{os.getpid()}")

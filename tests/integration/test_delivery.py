@@ -129,6 +129,46 @@ async def _push_and_await(key: str) -> Any:
     return await job
 
 
+def test_a_soft_time_limit_interrupts_the_job_and_the_process_runs_the_next(shop_app: Any, loop_thread: LoopThread, tmp_path: Path) -> None:  # noqa: ARG001 - shop_app starts the producer app
+    # One pool process, so the follow-up runs where the limit struck: its
+    # event loop, interrupted mid-iteration by Celery's signal, must work on.
+    worker = WorkerProcess(
+        app_path="tests.apps.shop:celery_app",
+        celery_app=shop.celery_app,
+        queues=[shop.LIFECYCLE_QUEUE],
+        node=f"{shop.LIFECYCLE_QUEUE}-soft-{uuid.uuid4().hex[:6]}@test",
+        pool="prefork",
+        concurrency=1,
+        log_path=tmp_path / "worker.log",
+    )
+    try:
+        worker.wait_ready()
+        key = f"soft-{uuid.uuid4().hex[:8]}"
+
+        async def limited() -> Any:
+            job = await shop.soft_limited_elsewhere.push(key, 30.0)
+            await asyncio.wait_for(job.wait(), 30)
+            return job
+
+        job = loop_thread.run(limited(), timeout=40)
+        assert job.status is JobStatus.FAILED
+        assert type(job.exception).__name__ == "SoftTimeLimitExceeded"
+        pid, start, *rest = shop.recorded(key)
+        # Cancelled where it waited: its finally ran, the rest did not.
+        assert (start, rest) == (f"start:{pid.split(':')[1]}", ["finally"])
+
+        follow_up = f"{key}-next"
+
+        async def next_job() -> Any:
+            job = await shop.soft_limited_elsewhere.push(follow_up, 0.1)
+            return await asyncio.wait_for(job, 30)
+
+        assert loop_thread.run(next_job(), timeout=40) == "finished"
+        assert shop.recorded(follow_up)[0] == pid
+    finally:
+        worker.stop()
+
+
 def test_cancel_with_terminate_stops_a_running_sync_function(start_worker: StartWorker, loop_thread: LoopThread) -> None:
     start_worker()
     key = f"terminate-{uuid.uuid4().hex[:8]}"
