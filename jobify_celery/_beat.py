@@ -58,6 +58,7 @@ from jobify_celery._jobify import (
 )
 from jobify_celery._outcome import read_meta
 from jobify_celery._results import read_metas
+from jobify_celery._send import send_followed
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -328,7 +329,10 @@ class BeatEngine:
             cron=CronTick(job_id=entry.job_id, run=tick.run, expression=entry.cron.expression),
         )
         task = self._celery_app.tasks[entry.route]
-        task.apply_async(
+        # Beat reads the runs' outcomes itself (_read_outcomes), so it needs
+        # no AsyncResult, nor the result subscription Celery makes for one.
+        send_followed(
+            task,
             entry.args,
             entry.kwargs,
             task_id=task_id,

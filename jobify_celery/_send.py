@@ -9,8 +9,9 @@ UNSUBSCRIBE on the publishing thread for every message: about 15% of a
 publish on a loopback broker.
 
 A Jobify push never hands that ``AsyncResult`` out: the producer's own
-watcher (``_results``) follows the job on its event loop. So a push is sent
-with the subscription left out, and everything else about the send (routing,
+watcher (``_results``) follows the job on its event loop; nor does beat, which
+reads its runs' outcomes from the backend. So those are sent with the
+subscription left out, and everything else about the send (routing,
 signals, retry policy, ETA handling) stays Celery's. Calls made the Celery
 way (``route.delay()``, ``apply_async``, canvas) keep the subscription, since
 their callers may ``.get()``.
