@@ -25,7 +25,7 @@ from tests.integration.workers import WorkerProcess
 
 pytestmark = pytest.mark.integration
 
-StartWorker = Callable[[], WorkerProcess]
+StartWorker = Callable[..., WorkerProcess]
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def start_worker(shop_app: Any, tmp_path: Path) -> Iterator[StartWorker]:
     """Start prefork workers on the lifecycle queue; all are stopped at the end."""
     started: list[WorkerProcess] = []
 
-    def start() -> WorkerProcess:
+    def start(concurrency: int = 2) -> WorkerProcess:
         index = len(started)
         process = WorkerProcess(
             app_path="tests.apps.shop:celery_app",
@@ -41,7 +41,7 @@ def start_worker(shop_app: Any, tmp_path: Path) -> Iterator[StartWorker]:
             queues=[shop.LIFECYCLE_QUEUE],
             node=f"{shop.LIFECYCLE_QUEUE}-delivery{index}-{uuid.uuid4().hex[:6]}@test",
             pool="prefork",
-            concurrency=2,
+            concurrency=concurrency,
             log_path=tmp_path / f"worker{index}.log",
         )
         started.append(process)
@@ -129,44 +129,32 @@ async def _push_and_await(key: str) -> Any:
     return await job
 
 
-def test_a_soft_time_limit_interrupts_the_job_and_the_process_runs_the_next(shop_app: Any, loop_thread: LoopThread, tmp_path: Path) -> None:  # noqa: ARG001 - shop_app starts the producer app
+def test_a_soft_time_limit_interrupts_the_job_and_the_process_runs_the_next(start_worker: StartWorker, loop_thread: LoopThread) -> None:
     # One pool process, so the follow-up runs where the limit struck: its
     # event loop, interrupted mid-iteration by Celery's signal, must work on.
-    worker = WorkerProcess(
-        app_path="tests.apps.shop:celery_app",
-        celery_app=shop.celery_app,
-        queues=[shop.LIFECYCLE_QUEUE],
-        node=f"{shop.LIFECYCLE_QUEUE}-soft-{uuid.uuid4().hex[:6]}@test",
-        pool="prefork",
-        concurrency=1,
-        log_path=tmp_path / "worker.log",
-    )
-    try:
-        worker.wait_ready()
-        key = f"soft-{uuid.uuid4().hex[:8]}"
+    start_worker(concurrency=1)
+    key = f"soft-{uuid.uuid4().hex[:8]}"
 
-        async def limited() -> Any:
-            job = await shop.soft_limited_elsewhere.push(key, 30.0)
-            await asyncio.wait_for(job.wait(), 30)
-            return job
+    async def limited() -> Any:
+        job = await shop.soft_limited_elsewhere.push(key, 30.0)
+        await asyncio.wait_for(job.wait(), 30)
+        return job
 
-        job = loop_thread.run(limited(), timeout=40)
-        assert job.status is JobStatus.FAILED
-        assert type(job.exception).__name__ == "SoftTimeLimitExceeded"
-        pid, start, *rest = shop.recorded(key)
-        # Cancelled where it waited: its finally ran, the rest did not.
-        assert (start, rest) == (f"start:{pid.split(':')[1]}", ["finally"])
+    job = loop_thread.run(limited(), timeout=40)
+    assert job.status is JobStatus.FAILED
+    assert type(job.exception).__name__ == "SoftTimeLimitExceeded"
+    pid, start, *rest = shop.recorded(key)
+    # Cancelled where it waited: its finally ran, the rest did not.
+    assert (start, rest) == (f"start:{pid.split(':')[1]}", ["finally"])
 
-        follow_up = f"{key}-next"
+    follow_up = f"{key}-next"
 
-        async def next_job() -> Any:
-            job = await shop.soft_limited_elsewhere.push(follow_up, 0.1)
-            return await asyncio.wait_for(job, 30)
+    async def next_job() -> Any:
+        job = await shop.soft_limited_elsewhere.push(follow_up, 0.1)
+        return await asyncio.wait_for(job, 30)
 
-        assert loop_thread.run(next_job(), timeout=40) == "finished"
-        assert shop.recorded(follow_up)[0] == pid
-    finally:
-        worker.stop()
+    assert loop_thread.run(next_job(), timeout=40) == "finished"
+    assert shop.recorded(follow_up)[0] == pid
 
 
 def test_cancel_with_terminate_stops_a_running_sync_function(start_worker: StartWorker, loop_thread: LoopThread) -> None:
