@@ -21,7 +21,8 @@ around the function; whatever it returns is the task's result, dumped for the
 return annotation. A failure the route's ``retry`` covers is re-published
 through the broker with the policy's delay; a job whose state turns REVOKED
 while it runs (``await job.cancel()``) is cancelled. Celery's own task
-signals fire around the whole call as for any Celery task.
+signals fire around the whole call as for any Celery task. With the Redis result backend,
+the run's state is stored in one round trip (``_store``).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from jobify_celery._jobify import (
 )
 from jobify_celery._options import retry_policy
 from jobify_celery._outcome import read_meta
+from jobify_celery._store import install_quick_store
 from jobify_celery._supersede import current_publish
 
 if TYPE_CHECKING:
@@ -202,6 +204,7 @@ class Executor:
         """
         # task.request lives on the pool thread's request stack: read it here.
         request = task.request
+        install_quick_store(task.backend)  # this thread's backend, as Celery's tracer uses
         if request.eta and self._superseded(task, request):
             # A replace published this job again; that publish will run.
             task.backend.store_result(request.id, None, states.PENDING, request=request)
