@@ -120,7 +120,9 @@ def _install(backend: Any) -> None:  # noqa: ANN401 - a RedisBackend
             return celery_store(task_id, result, state, traceback, request=request, **kwargs)
         key = backend.get_key_for_task(task_id)
         expires = _expiry(backend, state)
-        stored = backend.ensure(lambda: script(keys=[key], args=[value, expires]), ())
+        stored = backend.ensure(
+            lambda: script(keys=[key], args=[value, expires], client=backend.client), ()
+        )
         if not stored:
             # A state is stored already: Celery decides whether to replace it.
             return celery_store(task_id, result, state, traceback, request=request, **kwargs)
