@@ -28,6 +28,7 @@ behaviour against a real Redis.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any, Final
 
 from celery import states
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
     from celery.backends.base import Backend
 
 __all__ = ("install_quick_store",)
+
+logger = logging.getLogger("jobify_celery.worker")
 
 #: Set on a backend instance once it has been looked at (True: path installed).
 _MARK: Final = "_jobify_celery_quick_store"
@@ -95,12 +98,25 @@ def _keeps_celery_store(backend: Backend) -> bool:
 
 
 def _install(backend: Any) -> None:  # noqa: ANN401 - a RedisBackend
-    celery_store: Callable[..., Any] = backend._store_result  # noqa: SLF001
-    registry: Mapping[str, Any] = backend.app.tasks
-    script = backend.client.register_script(_SET_IF_NEW)
-    max_size: int = backend._MAX_STR_VALUE_SIZE  # noqa: SLF001
+    backend._store_result = _QuickStore(backend)  # noqa: SLF001
 
-    def store_result(
+
+class _QuickStore:
+    """A backend's ``_store_result``: the script for Jobify tasks, Celery's otherwise."""
+
+    __slots__ = ("_backend", "_celery_store", "_max_size", "_registry", "_script", "enabled")
+
+    def __init__(self, backend: Any) -> None:  # noqa: ANN401 - a RedisBackend
+        self._backend = backend
+        self._celery_store: Callable[..., Any] = backend._store_result  # noqa: SLF001
+        self._registry: Mapping[str, Any] = backend.app.tasks
+        self._script = backend.client.register_script(_SET_IF_NEW)
+        self._max_size: int = backend._MAX_STR_VALUE_SIZE  # noqa: SLF001
+        #: False once the server refused the script (scripting not allowed).
+        self.enabled = True
+
+    def __call__(
+        self,
         task_id: str,
         result: Any,  # noqa: ANN401
         state: str,
@@ -108,27 +124,43 @@ def _install(backend: Any) -> None:  # noqa: ANN401 - a RedisBackend
         request: Any = None,  # noqa: ANN401
         **kwargs: Any,  # noqa: ANN401
     ) -> Any:  # noqa: ANN401
-        if not _is_jobify_task(registry, request):
-            return celery_store(task_id, result, state, traceback, request=request, **kwargs)
-        meta = backend._get_result_meta(  # noqa: SLF001
-            result=result, state=state, traceback=traceback, request=request
-        )
-        meta["task_id"] = task_id.decode() if isinstance(task_id, bytes) else task_id
-        value = backend.encode(meta)
-        if isinstance(value, str) and len(value) > max_size:
-            # Celery's path refuses it with its own error.
-            return celery_store(task_id, result, state, traceback, request=request, **kwargs)
-        key = backend.get_key_for_task(task_id)
-        expires = _expiry(backend, state)
-        stored = backend.ensure(
-            lambda: script(keys=[key], args=[value, expires], client=backend.client), ()
-        )
-        if not stored:
-            # A state is stored already: Celery decides whether to replace it.
-            return celery_store(task_id, result, state, traceback, request=request, **kwargs)
-        return result
+        if self.enabled and _is_jobify_task(self._registry, request):
+            backend = self._backend
+            meta = backend._get_result_meta(  # noqa: SLF001
+                result=result, state=state, traceback=traceback, request=request
+            )
+            meta["task_id"] = task_id.decode() if isinstance(task_id, bytes) else task_id
+            value = backend.encode(meta)
+            # Too large a value: Celery's path refuses it with its own error.
+            if not (isinstance(value, str) and len(value) > self._max_size) and self._set_if_new(
+                backend.get_key_for_task(task_id), value, _expiry(backend, state)
+            ):
+                return result
+        # Not a Jobify task, or a state is stored already: Celery's check-and-set.
+        return self._celery_store(task_id, result, state, traceback, request=request, **kwargs)
 
-    backend._store_result = store_result  # noqa: SLF001
+    def _set_if_new(self, key: bytes, value: str | bytes, expires: int) -> bool:
+        from redis.exceptions import NoPermissionError, ResponseError  # noqa: PLC0415
+
+        backend = self._backend
+        try:
+            stored = backend.ensure(
+                lambda: self._script(keys=[key], args=[value, expires], client=backend.client),
+                (),
+            )
+        except ResponseError as exc:
+            # The script failed as a whole, so it wrote nothing: Celery's path
+            # stores the state, or fails the way Celery fails (OOM, READONLY).
+            if isinstance(exc, NoPermissionError) or "unknown command" in str(exc).lower():
+                # ACLs or a proxy that forbid scripts: no use trying again.
+                self.enabled = False
+                logger.warning(
+                    "Redis refused the result-store script (%s); Jobify task states "
+                    "are stored with Celery's two round trips from now on",
+                    exc,
+                )
+            return False
+        return bool(stored)
 
 
 def _is_jobify_task(registry: Mapping[str, Any], request: Any) -> bool:  # noqa: ANN401

@@ -9,6 +9,7 @@ Redis is read off the real server with MONITOR.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -222,6 +223,51 @@ def test_a_backend_with_its_own_store_keeps_it(backend: RedisBackend, client: re
     assert _on_key(commands, audited_key.decode()) == ["tcp GET", "tcp SETEX", "tcp PUBLISH"]
     stock_key = backend.get_key_for_task(stock_id).decode()
     assert _on_key(commands, stock_key) == ["tcp EVALSHA", "lua SET", "lua PUBLISH"]
+
+
+def test_a_server_that_forbids_scripts_gets_celerys_store(
+    client: redis.Redis, shop_app: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An ACL without scripting: every state is still stored, the Celery way, with one warning."""
+    user = f"jobify-celery-noscript-{uuid.uuid4().hex[:8]}"
+    client.acl_setuser(
+        user,
+        enabled=True,
+        nopass=True,
+        keys=["*"],
+        channels=["*"],
+        commands=["+@all", "-@scripting"],
+    )
+    try:
+        host, port = (
+            client.connection_pool.connection_kwargs["host"],
+            client.connection_pool.connection_kwargs["port"],
+        )
+        restricted = RedisBackend(app=shop.celery_app, url=f"redis://{user}:any@{host}:{port}/0")
+        install_quick_store(restricted)
+        first, second = str(uuid.uuid4()), str(uuid.uuid4())
+        second_key = restricted.get_key_for_task(second).decode()
+        with caplog.at_level(logging.WARNING, logger="jobify_celery.worker"):
+            restricted.store_result(first, 1, states.SUCCESS, request=_request(JOBIFY_TASK, first))
+            commands = _commands_during(
+                client,
+                lambda: restricted.store_result(
+                    second, 2, states.SUCCESS, request=_request(JOBIFY_TASK, second)
+                ),
+            )
+        for task_id, expected in ((first, 1), (second, 2)):
+            meta = restricted.decode_result(client.get(restricted.get_key_for_task(task_id)))
+            assert (meta["status"], meta["result"]) == (states.SUCCESS, expected)
+        # Refused once, then not tried again.
+        assert _on_key(commands, second_key) == ["tcp GET", "tcp SETEX", "tcp PUBLISH"]
+        warnings = [
+            r.getMessage() for r in caplog.records if "result-store script" in r.getMessage()
+        ]
+        assert len(warnings) == 1
+        assert "NOPERM" in warnings[0] or "permission" in warnings[0].lower()
+        restricted.client.close()
+    finally:
+        client.acl_deluser(user)
 
 
 def test_a_worker_stores_a_run_in_one_call(
