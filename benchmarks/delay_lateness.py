@@ -3,7 +3,10 @@
     python -m benchmarks.delay_lateness [--rounds N] [--quick]
 
 One prefork worker (-c 2) on RabbitMQ + Redis; rounds alternate the two
-systems; lateness = worker start - planned time, in milliseconds.
+systems; lateness = worker start - planned time, in milliseconds. A warm-up
+round, not counted, first gives each pool process jobs of both systems: the
+first task a process runs opens its Redis connection, a cost of a process's
+start, not of either system.
 """
 
 from __future__ import annotations
@@ -19,11 +22,15 @@ os.environ.setdefault("BENCH_QUEUE", f"jobify-celery-bench-{os.getpid()}")
 from benchmarks import apps
 from benchmarks._worker import percentile, running_worker
 
+#: Jobs of each system run, uncounted, before the rounds (two per pool process).
+WARM_UP = 4
+
 
 async def measure(rounds: int, delay: float) -> tuple[list[float], list[float]]:
     plain: list[float] = []
     jobify: list[float] = []
     async with apps.app:
+        await _warm_up(delay)
         for _ in range(rounds):
             job = await apps.jobify_lateness.schedule().delay(delay)
             jobify.append(await job * 1000)
@@ -31,6 +38,17 @@ async def measure(rounds: int, delay: float) -> tuple[list[float], list[float]]:
             result = apps.plain_lateness.apply_async((planned,), countdown=delay)
             plain.append(await asyncio.to_thread(result.get, timeout=30) * 1000)
     return plain, jobify
+
+
+async def _warm_up(delay: float) -> None:
+    """Run a few jobs of each system at once, so that both pool processes get some."""
+    jobs = [await apps.jobify_lateness.schedule().delay(delay) for _ in range(WARM_UP)]
+    planned = time.time() + delay
+    results = [apps.plain_lateness.apply_async((planned,), countdown=delay) for _ in range(WARM_UP)]
+    for job in jobs:
+        await job
+    for result in results:
+        await asyncio.to_thread(result.get, timeout=30)
 
 
 def main() -> None:
