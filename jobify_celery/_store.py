@@ -23,7 +23,8 @@ subclass that keeps its store methods (``SentinelBackend`` does): a backend
 whose store methods are overridden keeps them, untouched. The path is
 installed on each backend instance (Celery keeps one per thread) the first
 time a Jobify task runs with it. ``tests/integration/test_store.py`` pins the
-behaviour against a real Redis.
+behaviour against a real Redis, Celery's own sequence (GET, SETEX, PUBLISH)
+included, so a Celery release that stores differently fails there first.
 """
 
 from __future__ import annotations

@@ -21,8 +21,8 @@ around the function; whatever it returns is the task's result, dumped for the
 return annotation. A failure the route's ``retry`` covers is re-published
 through the broker with the policy's delay; a job whose state turns REVOKED
 while it runs (``await job.cancel()``) is cancelled. Celery's own task
-signals fire around the whole call as for any Celery task. With the Redis result backend,
-the run's state is stored in one round trip (``_store``).
+signals fire around the whole call as for any Celery task. With the Redis
+result backend, the run's state is stored in one round trip (``_store``).
 """
 
 from __future__ import annotations
