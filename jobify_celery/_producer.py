@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
@@ -39,7 +38,7 @@ from jobify_celery._jobify import (
 )
 from jobify_celery._outcome import read_meta
 from jobify_celery._send import send_followed
-from jobify_celery._supersede import record_current_publish
+from jobify_celery._supersede import new_token, record_cancel, record_current_publish
 
 if TYPE_CHECKING:
     import asyncio
@@ -85,12 +84,20 @@ class ResultHandle:
     stays the job's, and ``_supersede`` records which publish is current.
     """
 
-    __slots__ = ("_celery_app", "_session", "follower", "task_id")
+    __slots__ = ("_celery_app", "_session", "eta", "follower", "task_id")
 
-    def __init__(self, celery_app: Celery, session: ProducerSession, task_id: str) -> None:
+    def __init__(
+        self,
+        celery_app: Celery,
+        session: ProducerSession,
+        task_id: str,
+        eta: datetime | None,
+    ) -> None:
         self._celery_app = celery_app
         self._session = session
         self.task_id = task_id
+        #: When the current publish is due (None: at once).
+        self.eta = eta
         self.follower: MetaCallback | None = None
 
     def cancel(self) -> None:
@@ -105,7 +112,12 @@ class ResultHandle:
         only): the one way to stop a synchronous function mid-run. A running
         async function is cancelled cooperatively in any case: its worker
         follows the job's state and cancels it when it turns REVOKED.
+
+        The cancel is also recorded in the result store (``_supersede``), so a
+        worker that was not running when the revoke went out (one restarted
+        before the job's ETA, or before a retry's countdown ends) skips it too.
         """
+        record_cancel(self._celery_app.backend, self.task_id, _seconds_until(self.eta))
         control = self._celery_app.control
         control.revoke(self.task_id, terminate=terminate, signal="SIGTERM")
         if self._session.watcher is not None:
@@ -185,9 +197,13 @@ class Publisher:
         eta = _eta_of(trigger, job.exec_at, self._app.configs.tz)
         session: ProducerSession = self._session_of()
         previous = handle_of(job)
-        replacing = isinstance(previous, ResultHandle) and isinstance(job, RemoteJob)
-        # Only a scheduled message can be superseded by a replace (see _supersede).
-        token = uuid.uuid4().hex if eta is not None or replacing else ""
+        # replace=True of a job this producer published: same id, new time.
+        replaced = (
+            previous if isinstance(previous, ResultHandle) and isinstance(job, RemoteJob) else None
+        )
+        # A message that waits (an ETA, or a retry's countdown) is checked
+        # against the current publish before it runs (see _supersede).
+        token = new_token()
         headers = {
             HEADER_KEY: encode_header(
                 exec_at=job.exec_at,
@@ -196,17 +212,16 @@ class Publisher:
                 publish=token,
             )
         }
-        if replacing:
-            # replace=True of a job this producer published: same id, new
-            # time. Record the new publish as current before sending it.
-            delay = (eta - datetime.now(tz=eta.tzinfo)).total_seconds() if eta else 0.0
-            record_current_publish(self._celery_app.backend, job.id, token, delay)
+        if replaced is not None:
+            # Record the new publish as current before sending it.
+            record_current_publish(self._celery_app.backend, job.id, token, _seconds_until(eta))
         send_followed(task, args, kwargs, task_id=job.id, eta=eta, headers=headers)
-        if replacing:
+        if replaced is not None:
+            replaced.eta = eta
             job.status = JobStatus.SCHEDULED
-            return cast("asyncio.Handle", previous)
+            return cast("asyncio.Handle", replaced)
 
-        handle = ResultHandle(self._celery_app, session, job.id)
+        handle = ResultHandle(self._celery_app, session, job.id, eta)
         tracker_of(self._app).register_job(job)
         job.bind_handle(cast("asyncio.Handle", handle))
         remote = make_remote(job)
@@ -271,6 +286,10 @@ class Publisher:
             job.set_exception(cast("Exception", outcome.error), status=error_status)
         finish_job(self._app, job)
         return True
+
+
+def _seconds_until(eta: datetime | None) -> float:
+    return (eta - datetime.now(tz=eta.tzinfo)).total_seconds() if eta else 0.0
 
 
 def _eta_of(trigger: object, exec_at: datetime, tz: ZoneInfo) -> datetime | None:

@@ -28,6 +28,7 @@ result backend, the run's state is stored in one round trip (``_store``).
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
@@ -57,7 +58,7 @@ from jobify_celery._jobify import (
 from jobify_celery._options import retry_policy
 from jobify_celery._outcome import read_meta
 from jobify_celery._store import install_quick_store
-from jobify_celery._supersede import current_publish
+from jobify_celery._supersede import Verdict, current_publish, verdict
 
 if TYPE_CHECKING:
     import inspect
@@ -73,6 +74,8 @@ if TYPE_CHECKING:
     from jobify_celery._runtime import ProcessRuntime
 
 __all__ = ("Executor", "injected_names")
+
+logger = logging.getLogger("jobify_celery.worker")
 
 #: Seconds a job runs before its worker starts following it for a cancel.
 _CANCEL_WATCH_AFTER: Final = 0.2
@@ -205,10 +208,16 @@ class Executor:
         # task.request lives on the pool thread's request stack: read it here.
         request = task.request
         install_quick_store(task.backend)  # this thread's backend, as Celery's tracer uses
-        if request.eta and self._superseded(task, request):
-            # A replace published this job again; that publish will run.
-            task.backend.store_result(request.id, None, states.PENDING, request=request)
-            raise Ignore
+        if request.eta:
+            decision = self._verdict(task, request)
+            if decision is Verdict.CANCELLED:
+                # Its producer stored REVOKED already: store nothing over it.
+                logger.info("Skipping job %s: cancelled by its producer", request.id)
+                raise Ignore
+            if decision is Verdict.REPLACED:
+                # A replace published this job again; that publish will run.
+                task.backend.store_result(request.id, None, states.PENDING, request=request)
+                raise Ignore
         try:
             return self._runtime.run(self._execute(task, request, name, args, kwargs), task)
         except Exception as exc:
@@ -220,12 +229,12 @@ class Executor:
             raise task.retry(exc=exc, countdown=delay, max_retries=max_retries) from None
 
     @staticmethod
-    def _superseded(task: Task, request: Any) -> bool:  # noqa: ANN401
+    def _verdict(task: Task, request: Any) -> Verdict:  # noqa: ANN401
+        """Tell whether a message that waited may run (see ``_supersede``)."""
         token = publish_token(getattr(request, HEADER_KEY, None))
         if not token:
-            return False
-        current = current_publish(task.backend, request.id)
-        return current is not None and current != token
+            return Verdict.RUN
+        return verdict(token, current_publish(task.backend, request.id))
 
     def _retry_delay(self, name: str, exc: Exception, request: Any) -> float | None:  # noqa: ANN401
         plan = self._plans.get(name)

@@ -190,3 +190,43 @@ def test_warm_shutdown_finishes_running_jobs_then_leaves_the_lifespan(start_work
     assert shop.recorded(key)[1:] == ["end", "finally"]
     lifespan = shop.recorded("lifespan")
     assert f"exit:{child}" in lifespan
+
+
+def test_a_cancel_holds_for_a_worker_that_never_heard_the_revoke(start_worker: StartWorker, loop_thread: LoopThread) -> None:
+    """No worker runs when the job is cancelled; the one started later skips it at its ETA."""
+    key = f"cancel-later-{uuid.uuid4().hex[:8]}"
+
+    async def schedule_and_cancel() -> Any:
+        job = await shop.long_async_elsewhere.schedule(key, 0.1).delay(2.0)
+        await job.cancel()
+        return job
+
+    job = loop_thread.run(schedule_and_cancel())
+    assert job.status is JobStatus.CANCELLED
+    start_worker()  # Celery's broadcast revoke went out before it existed
+    time.sleep(4.0)  # past the ETA
+    assert shop.recorded(key) == []
+    assert AsyncResult(job.id, app=shop.celery_app).state == "REVOKED"
+
+    # The id of the cancelled job can serve a new job, which runs. (Its
+    # producer reads the cancelled job's REVOKED state, still stored under
+    # the id, so the run is observed through the side channel.)
+    loop_thread.run(shop.long_async_elsewhere.schedule(key, 0.1).delay(0.5, job_id=job.id))
+    _wait_for(lambda: "finally" in shop.recorded(key))
+    assert len(_starts(key)) == 1
+
+
+def test_a_job_cancelled_between_attempts_is_not_retried_by_a_new_worker(start_worker: StartWorker, loop_thread: LoopThread) -> None:
+    first = start_worker()
+    key = f"retry-cancel-{uuid.uuid4().hex[:8]}"
+    job = loop_thread.run(shop.flaky_elsewhere.push(key, 1))
+    _wait_for(lambda: AsyncResult(job.id, app=shop.celery_app).state == "RETRY")
+    time.sleep(1.0)  # attempt 1's message acknowledged; the retry is held (3 s countdown)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.process.wait(10)
+    loop_thread.run(job.cancel())  # no worker alive hears this revoke
+    assert job.status is JobStatus.CANCELLED
+    start_worker()  # gets the retry back from the broker
+    time.sleep(5.0)  # past the retry's countdown
+    assert [int(r.split(":")[0]) for r in shop.recorded(key)] == [1]
+    assert AsyncResult(job.id, app=shop.celery_app).state == "REVOKED"
