@@ -29,8 +29,8 @@ from typing import Any
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
 from jobify import INJECT, JobContext, Jobify, OuterContext
-from jobify.middleware import CallNext
 from jobify.exceptions import JobFailedError
+from jobify.middleware import CallNext
 from kombu import Queue
 
 from jobify_celery import JobifyCelery

@@ -46,7 +46,7 @@ fi
 wait_for_port Redis 6379
 wait_for_port RabbitMQ 5672
 
-"$VENV/bin/ruff" check jobify_celery benchmarks
+"$VENV/bin/ruff" check jobify_celery benchmarks tests examples
 "$VENV/bin/python" -m mypy
 
 set +e

@@ -7,19 +7,22 @@ import os
 import tempfile
 import threading
 import uuid
-from collections.abc import Coroutine, Iterator
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
 from tests.servers import BROKER_URL, RESULT_BACKEND, require_rabbitmq, require_redis
+
+if TYPE_CHECKING:
+    from collections.abc import Coroutine, Iterator
 
 # Every process of this session (pytest and the workers it starts) uses one
 # queue of its own, so parallel runs on the shared broker never meet.
 os.environ.setdefault("JOBIFY_CELERY_TEST_QUEUE", f"jobify-celery-test-{uuid.uuid4().hex[:12]}")
 # The SQLite file the beat tests' producer shares with the beats they start.
 os.environ.setdefault(
-    "CLOCK_DB", os.path.join(tempfile.gettempdir(), f"{os.environ['JOBIFY_CELERY_TEST_QUEUE']}.db")
+    "CLOCK_DB", str(Path(tempfile.gettempdir()) / f"{os.environ['JOBIFY_CELERY_TEST_QUEUE']}.db")
 )
 
 T = TypeVar("T")

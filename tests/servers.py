@@ -16,7 +16,7 @@ def require_rabbitmq(url: str) -> None:
     try:
         with Connection(url, connect_timeout=3) as conn:
             conn.ensure_connection(max_retries=1)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         pytest.fail(
             f"RabbitMQ is not answering at {url} ({exc}). Start it "
             "(rabbitmq-server -detached) or run `bash .ci/run`, which does.",
@@ -29,7 +29,7 @@ def require_redis(url: str) -> None:
         client = redis.Redis.from_url(url, socket_connect_timeout=3)
         client.ping()
         client.close()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         pytest.fail(
             f"Redis is not answering at {url} ({exc}). Start it "
             "(redis-server --daemonize yes) or run `bash .ci/run`, which does.",

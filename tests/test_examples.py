@@ -127,7 +127,10 @@ def test_example_shop_runs_on_a_prefork_worker(servers: None, tmp_path: Path) ->
         finally:
             worker.stop()
         assert completed.returncode == 0, completed.stderr
-        assert "success: Receipt(order_id=42, total=Decimal('13.70'), request_id='req-" in completed.stdout
+        assert (
+            "success: Receipt(order_id=42, total=Decimal('13.70'), request_id='req-"
+            in completed.stdout
+        )
     finally:
         os.environ.pop("SHOP_QUEUE", None)
         with Connection("amqp://guest:guest@127.0.0.1:5672//") as conn:

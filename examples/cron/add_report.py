@@ -1,6 +1,6 @@
 """Add (or replace) a cron while beat runs; beat picks it up within a second.
 
-    python -m examples.cron.add_report [--cancel]
+python -m examples.cron.add_report [--cancel]
 """
 
 from __future__ import annotations

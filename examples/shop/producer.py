@@ -1,6 +1,6 @@
 """An asyncio producer: push jobs, await their results from the workers.
 
-    python -m examples.shop.producer
+python -m examples.shop.producer
 """
 
 from __future__ import annotations

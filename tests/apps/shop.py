@@ -371,9 +371,7 @@ async def flaky_excluded(key: str, fail_times: int, ctx: JobContext = INJECT) ->
     return _flaky(key, fail_times, ctx)
 
 
-@app.task(
-    retry=SmartRetry(retries=2, initial_delay=3.0, jitter=False), metadata=ON_LIFECYCLE_QUEUE
-)
+@app.task(retry=SmartRetry(retries=2, initial_delay=3.0, jitter=False), metadata=ON_LIFECYCLE_QUEUE)
 async def flaky_elsewhere(key: str, fail_times: int, ctx: JobContext = INJECT) -> str:
     return _flaky(key, fail_times, ctx)
 

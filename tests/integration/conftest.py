@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from celery import signals
@@ -14,8 +13,12 @@ from celery.contrib.testing.worker import start_worker
 from kombu import Connection, Queue
 
 from tests.apps import shop
-from tests.conftest import LoopThread
 from tests.integration.workers import WorkerProcess
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from tests.conftest import LoopThread
 
 
 def _delete_queues(names: list[str]) -> None:
@@ -24,7 +27,7 @@ def _delete_queues(names: list[str]) -> None:
         for name in names:
             try:
                 channel.queue_delete(name)
-            except Exception:  # noqa: BLE001 - already gone
+            except Exception:
                 channel = conn.channel()
 
 

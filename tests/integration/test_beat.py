@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from jobify import JobStatus
@@ -17,8 +16,13 @@ from jobify.exceptions import DuplicateJobError
 from kombu import Connection
 
 from tests.apps import clock
-from tests.conftest import LoopThread
 from tests.integration.workers import BeatProcess, WorkerProcess
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from tests.conftest import LoopThread
 
 pytestmark = pytest.mark.integration
 
@@ -103,7 +107,7 @@ def test_a_seven_field_cron_fires_every_second_once(clock_env: Clock) -> None:
     times = sorted(_times(runs))
     assert all(_whole(t) for t in times)
     assert len(set(times)) == len(times), "a tick ran twice"
-    steps = {(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)}
+    steps = {(b - a).total_seconds() for a, b in itertools.pairwise(times)}
     assert steps == {1.0}, times
     assert {r["job_id"] for r in runs} == {f"tests.apps.clock:tick{DECLARED}"}
     assert len({r["task_id"] for r in runs}) == len(runs)
@@ -236,7 +240,9 @@ def test_max_failures_stop_the_cron_permanently(clock_env: Clock) -> None:
     assert 2 <= count <= 3
     time.sleep(2.0)
     assert len(clock_env.runs("failing")) == count
-    assert _state_status(clock_env.db, f"tests.apps.clock:failing{DECLARED}") == "permanently_failed"
+    assert (
+        _state_status(clock_env.db, f"tests.apps.clock:failing{DECLARED}") == "permanently_failed"
+    )
 
 
 def _holder(beats: list[BeatProcess]) -> BeatProcess:
@@ -313,6 +319,5 @@ def test_croniter_factory_reads_seconds_last(clock_env: Clock) -> None:
     clock_env.beat("croniter", CLOCK_FACTORY="croniter")
     times = sorted(_times(clock_env.wait_runs("every_two", 3)))
     assert all(t.second % 2 == 0 for t in times)
-    steps = {(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)}
+    steps = {(b - a).total_seconds() for a, b in itertools.pairwise(times)}
     assert steps == {2.0}
-

@@ -13,7 +13,7 @@ import time
 import uuid
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
@@ -25,8 +25,10 @@ from kombu import Connection
 
 from jobify_celery import ArgumentLoadError, UnsupportedTriggerError
 from tests.apps import shop
-from tests.conftest import LoopThread
-from tests.integration.conftest import Worker
+
+if TYPE_CHECKING:
+    from tests.conftest import LoopThread
+    from tests.integration.conftest import Worker
 
 pytestmark = pytest.mark.integration
 

@@ -12,16 +12,19 @@ import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from celery.result import AsyncResult
 from jobify import JobStatus
 
 from tests.apps import shop
-from tests.conftest import LoopThread
 from tests.integration.workers import WorkerProcess
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from tests.conftest import LoopThread
 
 pytestmark = pytest.mark.integration
 
@@ -66,7 +69,9 @@ def _starts(key: str) -> list[int]:
     return [int(r.split(":")[1]) for r in shop.recorded(key) if r.startswith("start:")]
 
 
-def test_a_child_killed_mid_task_has_its_job_delivered_again(start_worker: StartWorker, loop_thread: LoopThread) -> None:
+def test_a_child_killed_mid_task_has_its_job_delivered_again(
+    start_worker: StartWorker, loop_thread: LoopThread
+) -> None:
     worker = start_worker()
     key = f"sigkill-{uuid.uuid4().hex[:8]}"
     job = loop_thread.run(shop.long_async_elsewhere.push(key, 2.0))
@@ -83,7 +88,9 @@ def test_a_child_killed_mid_task_has_its_job_delivered_again(start_worker: Start
     assert shop.recorded(key)[-2:] == ["end", "finally"]
 
 
-def test_a_worker_killed_between_attempts_loses_no_retry(start_worker: StartWorker, loop_thread: LoopThread) -> None:
+def test_a_worker_killed_between_attempts_loses_no_retry(
+    start_worker: StartWorker, loop_thread: LoopThread
+) -> None:
     first = start_worker()
     key = f"retry-kill-{uuid.uuid4().hex[:8]}"
     job = loop_thread.run(shop.flaky_elsewhere.push(key, 1))
@@ -104,7 +111,9 @@ def test_a_worker_killed_between_attempts_loses_no_retry(start_worker: StartWork
     assert [int(r.split(":")[0]) for r in shop.recorded(key)] == [1, 2]
 
 
-def test_a_stuck_sync_function_hits_the_celery_time_limit(start_worker: StartWorker, loop_thread: LoopThread) -> None:
+def test_a_stuck_sync_function_hits_the_celery_time_limit(
+    start_worker: StartWorker, loop_thread: LoopThread
+) -> None:
     start_worker()
     key = f"stuck-{uuid.uuid4().hex[:8]}"
 
@@ -121,7 +130,9 @@ def test_a_stuck_sync_function_hits_the_celery_time_limit(start_worker: StartWor
     assert type(job.exception).__name__ == "TimeLimitExceeded"
     # The slot is free again: the worker runs the next job.
     follow_up = f"after-{key}"
-    assert loop_thread.run(asyncio.wait_for(_push_and_await(follow_up), 30), timeout=40) == "finished"
+    assert (
+        loop_thread.run(asyncio.wait_for(_push_and_await(follow_up), 30), timeout=40) == "finished"
+    )
 
 
 async def _push_and_await(key: str) -> Any:
@@ -129,7 +140,9 @@ async def _push_and_await(key: str) -> Any:
     return await job
 
 
-def test_a_soft_time_limit_interrupts_the_job_and_the_process_runs_the_next(start_worker: StartWorker, loop_thread: LoopThread) -> None:
+def test_a_soft_time_limit_interrupts_the_job_and_the_process_runs_the_next(
+    start_worker: StartWorker, loop_thread: LoopThread
+) -> None:
     # One pool process, so the follow-up runs where the limit struck: its
     # event loop, interrupted mid-iteration by Celery's signal, must work on.
     start_worker(concurrency=1)
@@ -157,7 +170,9 @@ def test_a_soft_time_limit_interrupts_the_job_and_the_process_runs_the_next(star
     assert shop.recorded(follow_up)[0] == pid
 
 
-def test_cancel_with_terminate_stops_a_running_sync_function(start_worker: StartWorker, loop_thread: LoopThread) -> None:
+def test_cancel_with_terminate_stops_a_running_sync_function(
+    start_worker: StartWorker, loop_thread: LoopThread
+) -> None:
     start_worker()
     key = f"terminate-{uuid.uuid4().hex[:8]}"
     job = loop_thread.run(shop.long_sync_elsewhere.push(key, 30.0))
@@ -178,7 +193,9 @@ def test_cancel_with_terminate_stops_a_running_sync_function(start_worker: Start
     assert AsyncResult(job.id, app=shop.celery_app).state == "REVOKED"
 
 
-def test_warm_shutdown_finishes_running_jobs_then_leaves_the_lifespan(start_worker: StartWorker, loop_thread: LoopThread) -> None:
+def test_warm_shutdown_finishes_running_jobs_then_leaves_the_lifespan(
+    start_worker: StartWorker, loop_thread: LoopThread
+) -> None:
     worker = start_worker()
     key = f"warm-{uuid.uuid4().hex[:8]}"
     job = loop_thread.run(shop.long_async_elsewhere.push(key, 2.0))
@@ -192,7 +209,9 @@ def test_warm_shutdown_finishes_running_jobs_then_leaves_the_lifespan(start_work
     assert f"exit:{child}" in lifespan
 
 
-def test_a_cancel_holds_for_a_worker_that_never_heard_the_revoke(start_worker: StartWorker, loop_thread: LoopThread) -> None:
+def test_a_cancel_holds_for_a_worker_that_never_heard_the_revoke(
+    start_worker: StartWorker, loop_thread: LoopThread
+) -> None:
     """No worker runs when the job is cancelled; the one started later skips it at its ETA."""
     key = f"cancel-later-{uuid.uuid4().hex[:8]}"
 
@@ -216,7 +235,9 @@ def test_a_cancel_holds_for_a_worker_that_never_heard_the_revoke(start_worker: S
     assert len(_starts(key)) == 1
 
 
-def test_a_job_cancelled_between_attempts_is_not_retried_by_a_new_worker(start_worker: StartWorker, loop_thread: LoopThread) -> None:
+def test_a_job_cancelled_between_attempts_is_not_retried_by_a_new_worker(
+    start_worker: StartWorker, loop_thread: LoopThread
+) -> None:
     first = start_worker()
     key = f"retry-cancel-{uuid.uuid4().hex[:8]}"
     job = loop_thread.run(shop.flaky_elsewhere.push(key, 1))

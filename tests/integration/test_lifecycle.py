@@ -6,10 +6,11 @@ Runs once per worker kind (in-process threads, prefork, threads).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from celery.result import AsyncResult
@@ -17,8 +18,10 @@ from jobify import JobStatus
 from jobify.exceptions import DuplicateJobError, JobFailedError
 
 from tests.apps import shop
-from tests.conftest import LoopThread
-from tests.integration.conftest import Worker
+
+if TYPE_CHECKING:
+    from tests.conftest import LoopThread
+    from tests.integration.conftest import Worker
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +54,9 @@ def test_delay_runs_at_its_planned_time(worker: Worker, loop_thread: LoopThread)
     assert 0 <= lateness < 0.5, lateness
 
 
-def test_at_in_the_past_runs_now_and_naive_times_are_in_the_app_zone(worker: Worker, loop_thread: LoopThread) -> None:
+def test_at_in_the_past_runs_now_and_naive_times_are_in_the_app_zone(
+    worker: Worker, loop_thread: LoopThread
+) -> None:
     label = _label()
 
     async def scenario() -> tuple[dict[str, Any], dict[str, Any], float]:
@@ -85,7 +90,9 @@ def test_a_second_job_with_the_same_id_is_refused(worker: Worker, loop_thread: L
     loop_thread.run(scenario())
 
 
-def test_replace_moves_a_pending_job_and_the_old_publish_never_runs(worker: Worker, loop_thread: LoopThread) -> None:
+def test_replace_moves_a_pending_job_and_the_old_publish_never_runs(
+    worker: Worker, loop_thread: LoopThread
+) -> None:
     label = _label()
     job_id = f"replace-{label}"
 
@@ -121,7 +128,9 @@ def test_cancel_before_the_run_means_it_never_runs(worker: Worker, loop_thread: 
     assert AsyncResult(job.id, app=shop.celery_app).state == "REVOKED"
 
 
-def test_cancel_while_an_async_function_runs_cancels_it_cooperatively(worker: Worker, loop_thread: LoopThread) -> None:
+def test_cancel_while_an_async_function_runs_cancels_it_cooperatively(
+    worker: Worker, loop_thread: LoopThread
+) -> None:
     key = f"long-{_label()}"
 
     async def scenario() -> Any:
@@ -163,7 +172,9 @@ def _attempts(key: str) -> list[tuple[int, float]]:
     return [(int(a), float(t)) for a, t, _ in rows]
 
 
-def test_retries_are_republished_with_smartretry_delays(worker: Worker, loop_thread: LoopThread) -> None:
+def test_retries_are_republished_with_smartretry_delays(
+    worker: Worker, loop_thread: LoopThread
+) -> None:
     key = f"flaky-{_label()}"
 
     async def scenario() -> tuple[Any, str]:
@@ -174,7 +185,7 @@ def test_retries_are_republished_with_smartretry_delays(worker: Worker, loop_thr
     assert result == "ok after 3"
     attempts = _attempts(key)
     assert [a for a, _ in attempts] == [1, 2, 3]
-    gaps = [later - earlier for (_, earlier), (_, later) in zip(attempts, attempts[1:], strict=False)]
+    gaps = [later - earlier for (_, earlier), (_, later) in itertools.pairwise(attempts)]
     # SmartRetry(initial_delay=0.3, backoff_factor=2, jitter=False): 0.3 s, then 0.6 s.
     assert 0.3 <= gaps[0] < 1.3, gaps
     assert 0.6 <= gaps[1] < 1.6, gaps

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from celery import chain, chord, group
@@ -14,8 +12,13 @@ from kombu import Connection
 
 from tests.apps import legacy
 from tests.apps.shop import recorded
-from tests.conftest import LoopThread
 from tests.integration.workers import WorkerProcess
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from tests.conftest import LoopThread
 
 pytestmark = pytest.mark.integration
 
@@ -48,13 +51,15 @@ def legacy_app(servers: None, loop_thread: LoopThread) -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def legacy_worker(legacy_app: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+def legacy_worker(
+    legacy_app: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
     process = _worker(tmp_path_factory.mktemp("legacy"), [legacy.QUEUE, legacy.INVOICES], "main")
     yield process
     process.stop()
 
 
-def _send(name: str, *args: Any, **options: Any) -> Any:  # noqa: ANN401
+def _send(name: str, *args: Any, **options: Any) -> Any:
     return legacy.celery_app.send_task(name, list(args), **options)
 
 
@@ -79,7 +84,9 @@ def test_an_old_producer_sending_by_name_keeps_working(legacy_worker: WorkerProc
     assert "middleware:legacy.greet" in recorded(f"legacy:{result.id}")
     # .delay() on the wrapped route (old call sites) and on the Celery task.
     assert legacy.greet.delay("bo").get(timeout=WAIT).startswith("hello bo")
-    assert legacy.celery_app.tasks["legacy.greet"].delay("cy").get(timeout=WAIT).startswith("hello cy")
+    assert (
+        legacy.celery_app.tasks["legacy.greet"].delay("cy").get(timeout=WAIT).startswith("hello cy")
+    )
 
 
 def test_self_retry_of_a_bound_task_still_works(legacy_worker: WorkerProcess) -> None:
@@ -88,7 +95,9 @@ def test_self_retry_of_a_bound_task_still_works(legacy_worker: WorkerProcess) ->
     assert recorded(f"legacy:{result.id}").count("middleware:legacy.greet") == 2
 
 
-def test_jobify_push_works_on_a_wrapped_task(legacy_worker: WorkerProcess, loop_thread: LoopThread) -> None:
+def test_jobify_push_works_on_a_wrapped_task(
+    legacy_worker: WorkerProcess, loop_thread: LoopThread
+) -> None:
     async def scenario() -> Any:
         job = await legacy.greet.push("eve")
         return job, await asyncio.wait_for(job, WAIT)
@@ -104,16 +113,18 @@ def test_a_varargs_task_passes_plain_json_through(legacy_worker: WorkerProcess) 
 
 def test_canvas_carries_typed_results(legacy_worker: WorkerProcess) -> None:
     tasks = legacy.celery_app.tasks
-    assert chain(tasks["legacy.make_point"].s(3, 4), tasks["legacy.norm"].s())().get(
-        timeout=WAIT
-    ) == 5.0
+    assert (
+        chain(tasks["legacy.make_point"].s(3, 4), tasks["legacy.norm"].s())().get(timeout=WAIT)
+        == 5.0
+    )
     points = group(tasks["legacy.make_point"].s(i, 0) for i in range(3))().get(timeout=WAIT)
     assert [p["__dataclass__"]["fields"]["x"] for p in points] == [0, 1, 2]
     header = [tasks["legacy.make_point"].s(6, 8)]
     # chord callbacks get a list of results: the first is a Point again.
-    assert chord(header)(tasks["legacy.varargs"].s()).get(timeout=WAIT)[0][0]["__dataclass__"][
-        "type"
-    ] == "Point"
+    assert (
+        chord(header)(tasks["legacy.varargs"].s()).get(timeout=WAIT)[0][0]["__dataclass__"]["type"]
+        == "Point"
+    )
 
 
 def test_task_routes_reach_a_custom_exchange_and_queue(

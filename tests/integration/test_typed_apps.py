@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from celery import Celery
@@ -17,8 +16,12 @@ from kombu import Connection, Queue
 
 from jobify_celery import ArgumentLoadError, JobifyCelery, NoResultBackendError
 from tests.apps import typed
-from tests.conftest import LoopThread
 from tests.integration.workers import WorkerProcess
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from tests.conftest import LoopThread
 
 pytestmark = pytest.mark.integration
 

@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import defaultdict
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tests.apps import shop
-from tests.conftest import LoopThread
-from tests.integration.conftest import Worker
 from tests.integration.workers import WorkerProcess
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from tests.conftest import LoopThread
+    from tests.integration.conftest import Worker
 
 pytestmark = pytest.mark.integration
 

@@ -9,9 +9,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
-from celery import Celery
+if TYPE_CHECKING:
+    from celery import Celery
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,7 +31,7 @@ class CeleryProcess:
         self.log_path = log_path
         self._log: IO[bytes] = log_path.open("wb")
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **(extra_env or {})}
-        self.process = subprocess.Popen(  # noqa: S603
+        self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", *arguments],
             cwd=cwd,
             env=env,
@@ -63,7 +64,7 @@ class CeleryProcess:
 class WorkerProcess(CeleryProcess):
     """A `celery worker` on the given queues, ready once it answers ping."""
 
-    def __init__(  # noqa: PLR0913
+    def __init__(
         self,
         *,
         app_path: str,

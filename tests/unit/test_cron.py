@@ -86,7 +86,9 @@ def test_croniter_reads_six_fields_as_ending_in_seconds() -> None:
     every_two_seconds = croniter_factory("* * * * * */2")
     assert every_two_seconds.next_run(now=now) == datetime(2026, 1, 1, 0, 0, 2, tzinfo=UTC)
     # Jobify's own parser reads the same string as minute..year.
-    assert create_crontab("* * * * * */2").next_run(now=now) == datetime(2026, 1, 1, 0, 1, tzinfo=UTC)
+    assert create_crontab("* * * * * */2").next_run(now=now) == datetime(
+        2026, 1, 1, 0, 1, tzinfo=UTC
+    )
     last_day = croniter_factory("0 0 L * *").next_run(now=now)
     assert last_day == datetime(2026, 1, 31, tzinfo=UTC)
     hashed = CroniterParser("H * * * *").next_run(now=now)

@@ -33,7 +33,7 @@ def test_jobify_version_is_the_pinned_one() -> None:
 
 
 def test_push_ends_in_a_publish_and_tracks_a_remote_job() -> None:
-    app, celery_app = make_apps()
+    app, _celery_app = make_apps()
 
     @app.task(name="a:add")
     async def add(a: int, b: int) -> int:

@@ -120,7 +120,7 @@ def test_an_invalid_cron_fails_at_declaration_and_at_cron() -> None:
 
     async def scenario() -> None:
         async with app:
-            with pytest.raises(ValueError):  # noqa: PT012 - Jobify parses at cron()
+            with pytest.raises(ValueError):
                 await ok.schedule().cron("not a cron", job_id="x")
 
     asyncio.run(scenario())

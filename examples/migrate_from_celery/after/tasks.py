@@ -39,8 +39,10 @@ celery_app.conf.update(
 class AuditRuns:
     """The first piece of Jobify middleware the team adds: one log line per run."""
 
-    async def __call__(self, call_next: CallNext, context: JobContext) -> Any:  # noqa: ANN401
-        logger.info("audit: %s started (attempt %s)", context.job.id, context.request_state["attempt"])
+    async def __call__(self, call_next: CallNext, context: JobContext) -> Any:
+        logger.info(
+            "audit: %s started (attempt %s)", context.job.id, context.request_state["attempt"]
+        )
         return await call_next(context)
 
 

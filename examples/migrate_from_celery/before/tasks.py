@@ -1,6 +1,6 @@
 """A plain Celery project, before the move to Jobify middleware.
 
-    celery -A examples.migrate_from_celery.before.tasks:celery_app worker
+celery -A examples.migrate_from_celery.before.tasks:celery_app worker
 """
 
 from __future__ import annotations
