@@ -35,13 +35,13 @@ JobifyCelery(app, celery_app, track_started=os.environ.get("BENCH_TRACK_STARTED"
 PUBLISH_LOG = os.environ.get("BENCH_PUBLISH_LOG", "")
 if os.environ.get("BENCH_PLAIN_BEAT"):
     celery_app.conf.beat_schedule = {
-        "plain-every-second": {"task": "bench.plain_noop", "schedule": timedelta(seconds=1)}
+        "plain-every-second": {"task": "bench.beat_noop", "schedule": timedelta(seconds=1)}
     }
 
 
-@celery_app.task(name="bench.plain_noop")
-def plain_noop() -> None:
-    return None
+@celery_app.task(name="bench.beat_noop")
+def beat_noop() -> None:
+    """Plain Celery beat's entry in ``beat_precision``."""
 
 
 @app.task(
@@ -75,11 +75,6 @@ def _log_publish(headers: dict[str, Any] | None = None, **_: Any) -> None:
 )
 async def jobify_noop() -> None:
     return None
-
-
-@celery_app.task(name="bench.plain_add")
-def plain_add(a: int, b: int) -> int:
-    return a + b
 
 
 @app.task(name="bench.jobify_add")

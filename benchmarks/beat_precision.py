@@ -102,7 +102,7 @@ def main() -> None:
             stop(jobify_beat)
             stop(celery_beat)
     jobify_rows = [r for r in read(client, f"{run}:jobify") if r["task"] == "bench.jobify_tick"]
-    celery_rows = [r for r in read(client, f"{run}:celery") if r["task"] == "bench.plain_noop"]
+    celery_rows = [r for r in read(client, f"{run}:celery") if r["task"] == "bench.beat_noop"]
     # Leave out each beat's start-up second.
     results = {
         "celery": lateness_ms(celery_rows[1:], jobify=False),
