@@ -88,11 +88,11 @@ def test_a_child_killed_mid_task_has_its_job_delivered_again(
     assert shop.recorded(key)[-2:] == ["end", "finally"]
 
 
-def test_a_worker_killed_between_attempts_loses_no_retry(
-    start_worker: StartWorker, loop_thread: LoopThread
-) -> None:
+def _kill_the_worker_while_a_retry_waits(
+    start_worker: StartWorker, loop_thread: LoopThread, key: str
+) -> Any:
+    """Push a job whose attempt 1 fails; kill its worker while the retry's countdown runs."""
     first = start_worker()
-    key = f"retry-kill-{uuid.uuid4().hex[:8]}"
     job = loop_thread.run(shop.flaky_elsewhere.push(key, 1))
     _wait_for(lambda: len(shop.recorded(key)) == 1)
     _wait_for(lambda: AsyncResult(job.id, app=shop.celery_app).state == "RETRY")
@@ -105,6 +105,14 @@ def test_a_worker_killed_between_attempts_loses_no_retry(
     # the whole worker, children included.
     os.killpg(first.pid, signal.SIGKILL)
     first.process.wait(10)
+    return job
+
+
+def test_a_worker_killed_between_attempts_loses_no_retry(
+    start_worker: StartWorker, loop_thread: LoopThread
+) -> None:
+    key = f"retry-kill-{uuid.uuid4().hex[:8]}"
+    job = _kill_the_worker_while_a_retry_waits(start_worker, loop_thread, key)
     start_worker()
     result = loop_thread.run(asyncio.wait_for(job, 60), timeout=70)
     assert result == "ok after 2"
@@ -238,13 +246,8 @@ def test_a_cancel_holds_for_a_worker_that_never_heard_the_revoke(
 def test_a_job_cancelled_between_attempts_is_not_retried_by_a_new_worker(
     start_worker: StartWorker, loop_thread: LoopThread
 ) -> None:
-    first = start_worker()
     key = f"retry-cancel-{uuid.uuid4().hex[:8]}"
-    job = loop_thread.run(shop.flaky_elsewhere.push(key, 1))
-    _wait_for(lambda: AsyncResult(job.id, app=shop.celery_app).state == "RETRY")
-    time.sleep(1.0)  # attempt 1's message acknowledged; the retry is held (3 s countdown)
-    os.killpg(first.pid, signal.SIGKILL)
-    first.process.wait(10)
+    job = _kill_the_worker_while_a_retry_waits(start_worker, loop_thread, key)
     loop_thread.run(job.cancel())  # no worker alive hears this revoke
     assert job.status is JobStatus.CANCELLED
     start_worker()  # gets the retry back from the broker
