@@ -16,7 +16,9 @@ from jobify_celery._errors import (
     AppBindingError,
     ArgumentLoadError,
     NoResultBackendError,
+    PublishError,
     ResultLoadError,
+    ResultUnavailableError,
     UnsupportedTriggerError,
 )
 
@@ -30,7 +32,9 @@ __all__ = (
     "ArgumentLoadError",
     "JobifyCelery",
     "NoResultBackendError",
+    "PublishError",
     "ResultLoadError",
+    "ResultUnavailableError",
     "UnsupportedTriggerError",
     "__version__",
 )

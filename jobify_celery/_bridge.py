@@ -17,6 +17,7 @@ import asyncio
 import functools
 import inspect
 import logging
+import math
 import typing
 from typing import TYPE_CHECKING, Any, Final
 
@@ -26,6 +27,7 @@ from celery.concurrency.prefork import TaskPool as PreforkPool
 from jobify import Jobify
 from jobify.serializers import ExtendedJSONSerializer
 
+from jobify_celery._capture import Capture
 from jobify_celery._codec import ValueCodec, tagged_classes, wire_signature
 from jobify_celery._errors import AppBindingError
 from jobify_celery._jobify import (
@@ -45,6 +47,8 @@ from jobify_celery._options import (
 from jobify_celery._producer import ProducerSession, Publisher
 from jobify_celery._results import watcher_for
 from jobify_celery._runtime import ProcessRuntime
+from jobify_celery._senders import broker_name, sender_for
+from jobify_celery._store import store_retry_problem
 from jobify_celery._worker import Executor, injected_names
 from jobify_celery._wrap import WrappedTask, is_celery_task, route_function, unwrap
 
@@ -53,11 +57,15 @@ if TYPE_CHECKING:
 
     from celery.backends.base import Backend
 
+    from jobify_celery._senders import Sender
+
 __all__ = ("JobifyCelery",)
 
 logger = logging.getLogger("jobify_celery")
 
 _CELERY_ATTR: Final = "_jobify_celery"
+#: Seconds leaving the app may spend closing the bridge's own connections.
+CLOSE_TIMEOUT: Final = 1.0
 _STOP_TIMEOUT: Final = 30.0
 _TERMINATED_STOP_TIMEOUT: Final = 1.0
 
@@ -140,14 +148,32 @@ class JobifyCelery:
             producer's ``job.status`` shows RUNNING. Off by default, as in
             Celery: it costs a backend read and write per job (measured: a
             third of the drain throughput of no-op tasks).
+        publish_timeout: seconds a push may take to reach the broker (connect,
+            declare, publish, confirm) before it raises ``PublishError``; the
+            event loop runs meanwhile, and ``asyncio.wait_for`` or a cancel
+            end a push sooner. Also bounds a cancel's calls to the broker and
+            result backend.
+        publish_confirms: wait for RabbitMQ's publisher confirm before a push
+            returns, so a push that returned means the broker has the job.
+            Off: a push returns once its message is written to the socket
+            (faster one push at a time; a connection lost at the wrong moment
+            loses the messages in flight, as with plain ``apply_async``).
+        backend_outage_timeout: seconds a producer waits for an unreachable
+            result backend before every job it awaits raises
+            ``ResultUnavailableError`` (the jobs themselves go on; their
+            results are stored once the backend is back). ``None``: wait
+            for as long as it takes.
 
     """
 
     __slots__ = (
+        "_backend_outage_timeout",
         "_check_options",
         "_codec",
         "_executor",
         "_hostnames",
+        "_publish_confirms",
+        "_publish_timeout",
         "_runtime",
         "_session",
         "_track_started",
@@ -156,11 +182,25 @@ class JobifyCelery:
         "celery_app",
     )
 
-    def __init__(self, app: Jobify, celery_app: Celery, *, track_started: bool = False) -> None:
+    def __init__(  # noqa: PLR0913 - keyword options, one per behaviour
+        self,
+        app: Jobify,
+        celery_app: Celery,
+        *,
+        track_started: bool = False,
+        publish_timeout: float = 10.0,
+        publish_confirms: bool = True,
+        backend_outage_timeout: float | None = 60.0,
+    ) -> None:
         _check_binding(app, celery_app)
+        _check_seconds("publish_timeout", publish_timeout)
+        _check_seconds("backend_outage_timeout", backend_outage_timeout, optional=True)
         self.app: Final = app
         self.celery_app: Final = celery_app
         self._track_started = track_started
+        self._publish_timeout = float(publish_timeout)
+        self._publish_confirms = bool(publish_confirms)
+        self._backend_outage_timeout = backend_outage_timeout
         self._codec = _codec_for(app)
         self._runtime = ProcessRuntime(app)
         self._executor = Executor(
@@ -300,15 +340,36 @@ class JobifyCelery:
     async def _on_app_startup(self) -> None:
         self._check_tasks()
         loop = asyncio.get_running_loop()
-        backend: Backend = self.celery_app.backend
-        self._session = ProducerSession(loop, watcher_for(backend), _no_backend_reason(backend))
-        self._runtime.app_started_on(loop)
+        celery_app = self.celery_app
+        backend: Backend = celery_app.backend
+        watcher = watcher_for(backend, outage_timeout=self._backend_outage_timeout)
+        runtime = self._runtime
+
+        def make_sender() -> Sender:
+            return sender_for(
+                celery_app,
+                inline=runtime.drives_loop_here(),
+                timeout=self._publish_timeout,
+                confirms=self._publish_confirms,
+            )
+
+        self._session = ProducerSession(
+            loop,
+            watcher,
+            _no_backend_reason(backend),
+            capture=Capture(celery_app),
+            make_sender=make_sender,
+            publish_timeout=self._publish_timeout,
+            broker=broker_name(celery_app),
+        )
+        runtime.app_started_on(loop)
 
     async def _on_app_shutdown(self) -> None:
         session, self._session = self._session, None
         self._runtime.app_stopped()
         if session is not None:
-            await session.close()
+            session.abandon_pending(self.app)
+            await session.close(CLOSE_TIMEOUT)
 
     def _check_tasks(self) -> None:
         """Fail the app's start if a route has no Celery task of its own.
@@ -342,8 +403,12 @@ class JobifyCelery:
     # -- Celery worker: one loop and one started app per pool process -------
 
     def _on_worker_init(self, sender: Any = None, **_: Any) -> None:  # noqa: ANN401
-        if getattr(sender, "app", None) is self.celery_app:
-            self._hostnames.add(str(sender.hostname))
+        if getattr(sender, "app", None) is not self.celery_app:
+            return
+        self._hostnames.add(str(sender.hostname))
+        problem = store_retry_problem(self.celery_app.backend)
+        if problem is not None:
+            logger.warning(problem)
 
     def _on_pool_process_init(self, sender: Any = None, **_: Any) -> None:  # noqa: ANN401
         if sender in self._hostnames:
@@ -376,6 +441,19 @@ class JobifyCelery:
             self._runtime.ensure_started()
         except Exception:
             logger.exception("The Jobify app failed to start in this worker process")
+
+
+def _check_seconds(name: str, value: object, *, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        msg = f"JobifyCelery({name}=...) must be a positive number of seconds, got {value!r}"
+        raise ValueError(msg)
 
 
 def _check_binding(app: Jobify, celery_app: Celery) -> None:

@@ -31,7 +31,7 @@ from datetime import datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-from jobify_celery._coerce import CoercionError, coerce
+from jobify_celery._coerce import coerce
 from jobify_celery._errors import ArgumentLoadError
 
 if TYPE_CHECKING:
@@ -112,7 +112,7 @@ class ValueCodec:
         return dumped
 
     def load(self, raw: Any, hint: Any) -> Any:  # noqa: ANN401
-        """Return ``raw`` read as ``hint``; ``CoercionError`` if it is not one."""
+        """Return ``raw`` read as ``hint``; raise (``CoercionError``, ...) if it is not one."""
         value = self.untag(raw)
         value = self._load(value, hint)
         if self._coerce_plain:
@@ -194,6 +194,13 @@ def ensure_json(value: Any, where: str) -> None:  # noqa: ANN401
     raise TypeError(msg)
 
 
+def _too_deep(where: str) -> TypeError:
+    return TypeError(
+        f"{where} is nested too deeply to travel as JSON (Python's recursion limit "
+        "was reached); flatten it, or send a reference to the data instead"
+    )
+
+
 def wire_signature(signature: inspect.Signature, injected: frozenset[str]) -> inspect.Signature:
     """Return the signature a message must fit: the function's, less INJECT."""
     params = [p for name, p in signature.parameters.items() if name not in injected]
@@ -235,14 +242,18 @@ def encode_call(
             continue
         hint = hints.get(name, Any)
         kind = params[name].kind
+        where = f"argument {name!r} of task {task_name!r}"
         item: Any
-        if kind is _VAR_POSITIONAL:
-            item = tuple(codec.dump(v, hint) for v in value)
-        elif kind is _VAR_KEYWORD:
-            item = {k: codec.dump(v, hint) for k, v in value.items()}
-        else:
-            item = codec.dump(value, hint)
-        ensure_json(item, f"argument {name!r} of task {task_name!r}")
+        try:
+            if kind is _VAR_POSITIONAL:
+                item = tuple(codec.dump(v, hint) for v in value)
+            elif kind is _VAR_KEYWORD:
+                item = {k: codec.dump(v, hint) for k, v in value.items()}
+            else:
+                item = codec.dump(value, hint)
+            ensure_json(item, where)
+        except RecursionError:
+            raise _too_deep(where) from None
         encoded[name] = item
     wire = inspect.BoundArguments(bound.signature, encoded)
     return list(wire.args), wire.kwargs
@@ -289,7 +300,7 @@ def decode_call(  # noqa: PLR0913
                 loaded[name] = {k: codec.load(v, hint) for k, v in value.items()}
             else:
                 loaded[name] = codec.load(value, hint)
-        except (CoercionError, TypeError, ValueError, KeyError) as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever a loader raises, the value is bad
             reason = _describe(exc)
             msg = f"task {task_name!r} parameter {name!r}: cannot load the value: {reason}"
             raise ArgumentLoadError(msg) from None
@@ -299,6 +310,8 @@ def decode_call(  # noqa: PLR0913
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, KeyError):
         return f"unknown type tag {exc}"
+    if isinstance(exc, RecursionError):
+        return "the value is nested too deeply"
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
@@ -310,6 +323,8 @@ class Envelope(NamedTuple):
     request_state: dict[str, Any]
     publish: str | None = None
     cron: CronTick | None = None
+    #: What was wrong with the header, each part left out (the worker logs these).
+    problems: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,8 +357,12 @@ def encode_header(
                 "Celery request. Store your value under another key."
             )
             raise TypeError(msg)
-        item = codec.dump(value, Any)
-        ensure_json(item, f"request_state[{key!r}]")
+        where = f"request_state[{key!r}]"
+        try:
+            item = codec.dump(value, Any)
+            ensure_json(item, where)
+        except RecursionError:
+            raise _too_deep(where) from None
         state[key] = item
     header: dict[str, Any] = {"v": WIRE_VERSION, "exec_at": exec_at.isoformat()}
     if state:
@@ -360,39 +379,92 @@ def encode_header(
 # slower to test, and this runs for every message a worker executes.
 
 
-def _header_fields(raw: Any) -> dict[str, Any] | None:  # noqa: ANN401
+def _header_fields(raw: Any) -> tuple[dict[str, Any] | None, str | None]:  # noqa: ANN401
+    """Return the header's fields, or ``None`` and why it cannot be read."""
     if isinstance(raw, str):
         try:
             raw, end = _HEADER_DECODER.raw_decode(text := raw)
-        except ValueError:
-            return None
+        except ValueError as exc:
+            return None, f"the jobify header is not JSON ({exc}); it was ignored"
         if end != len(text):
-            return None
-    if isinstance(raw, dict) and raw.get("v") == WIRE_VERSION:
-        return raw
-    return None
+            return None, "the jobify header has text after its JSON; it was ignored"
+    if not isinstance(raw, dict):
+        kind = type(raw).__name__
+        return None, f"the jobify header is a {kind}, not a JSON object; it was ignored"
+    version = raw.get("v")
+    if version != WIRE_VERSION:
+        return None, (
+            f"the jobify header has wire version {version!r}, this worker reads "
+            f"{WIRE_VERSION}; it was ignored"
+        )
+    return raw, None
 
 
 def publish_token(raw: Any) -> str | None:  # noqa: ANN401
     """Return the publish token a ``jobify`` header carries, if any."""
-    fields = _header_fields(raw)
+    fields, _ = _header_fields(raw)
     token = fields.get("publish") if fields is not None else None
     return token if isinstance(token, str) else None
 
 
 def decode_header(raw: Any, codec: ValueCodec, tz: ZoneInfo) -> Envelope:  # noqa: ANN401
-    """Read a ``jobify`` header; a missing or foreign one gives an empty envelope."""
-    fields = _header_fields(raw)
-    if fields is None:
+    """Read a ``jobify`` header; a missing one gives an empty envelope.
+
+    A header that cannot be read, or parts of one, are left out, and
+    ``Envelope.problems`` says what was left out and why (the worker logs it
+    with the task id): the job still runs, as a plain Celery call would.
+    """
+    if raw is None:
         return Envelope(None, {})
-    state = fields.get("request_state")
+    fields, problem = _header_fields(raw)
+    if fields is None:
+        return Envelope(None, {}, problems=(problem,) if problem else ())
+    problems: list[str] = []
+    exec_at = _header_time(fields.get("exec_at"), tz, problems)
+    state = _header_state(fields.get("request_state"), codec, problems)
     publish = fields.get("publish")
-    return Envelope(
-        parse_time(fields.get("exec_at"), tz),
-        {str(k): codec.untag(v) for k, v in state.items()} if type(state) is dict else {},
-        publish if type(publish) is str else None,
-        _cron_tick(fields["cron"]) if "cron" in fields else None,
-    )
+    if publish is not None and type(publish) is not str:
+        problems.append("its publish token is not a string; it was ignored")
+        publish = None
+    cron = None
+    if "cron" in fields:
+        cron = _cron_tick(fields["cron"])
+        if cron is None:
+            problems.append("its cron part is malformed; it was ignored")
+    return Envelope(exec_at, state, publish, cron, tuple(problems))
+
+
+def _header_time(raw: Any, tz: ZoneInfo, problems: list[str]) -> datetime | None:  # noqa: ANN401
+    moment = parse_time(raw, tz)
+    if moment is None and raw is not None:
+        problems.append(
+            f"its exec_at {raw!r:.60} is not an ISO 8601 time; the run is planned "
+            "for when the worker got it"
+        )
+    return moment
+
+
+def _header_state(raw: Any, codec: ValueCodec, problems: list[str]) -> dict[str, Any]:  # noqa: ANN401
+    if raw is None:
+        return {}
+    if type(raw) is not dict:
+        problems.append(
+            f"its request_state is a {type(raw).__name__}, not an object; it was ignored"
+        )
+        return {}
+    state: dict[str, Any] = {}
+    reserved: list[str] = []
+    for key, value in raw.items():
+        if key in RESERVED_STATE_KEYS:
+            reserved.append(key)
+            continue
+        try:
+            state[key] = codec.untag(value)
+        except Exception as exc:  # noqa: BLE001 - any bad value is reported, not raised
+            problems.append(f"request_state[{key!r}] does not load ({_describe(exc)}); dropped")
+    if reserved:
+        problems.append(f"request_state keys {sorted(reserved)} are reserved; dropped")
+    return state
 
 
 def _cron_tick(raw: Any) -> CronTick | None:  # noqa: ANN401

@@ -8,8 +8,10 @@ __all__ = (
     "AppBindingError",
     "ArgumentLoadError",
     "NoResultBackendError",
+    "PublishError",
     "RemoteJobTimeoutError",
     "ResultLoadError",
+    "ResultUnavailableError",
     "UnsupportedTriggerError",
 )
 
@@ -33,6 +35,50 @@ class ResultLoadError(TypeError):
 
 class NoResultBackendError(RuntimeError):
     """A job's result is awaited but nothing can ever deliver it."""
+
+
+class PublishError(RuntimeError):
+    """A push could not be handed to the broker within its bound.
+
+    Raised by ``push()``/``delay()``/``at()`` (through the outer middleware)
+    when the broker refuses the message, cannot be reached, or does not
+    confirm it within ``JobifyCelery(..., publish_timeout=...)`` seconds.
+    ``maybe_sent`` is false when the message certainly never left this
+    process; when true, the broker may have it after all (it was written but
+    not confirmed), and the job may run. Nothing is tracked for the job in
+    this producer either way: ``job_id`` names it for a retry or a look-up.
+    """
+
+    def __init__(self, job_id: str, broker: str, reason: str, *, maybe_sent: bool) -> None:
+        outcome = (
+            "it may or may not have reached the broker" if maybe_sent else "nothing was sent"
+        )
+        super().__init__(f"job {job_id!r} was not published to {broker}: {reason} ({outcome})")
+        self.job_id = job_id
+        self.broker = broker
+        self.reason = reason
+        self.maybe_sent = maybe_sent
+
+
+class ResultUnavailableError(RuntimeError):
+    """A producer can no longer tell how a job ended.
+
+    The job itself is not affected: it runs (or ran) on a worker, and its
+    result is kept in the result backend under its id, where
+    ``AsyncResult(job_id)`` reads it. Raised by ``await job`` and
+    ``job.result()`` for a job that was pending when the app shut down, or
+    whose result backend stayed unreachable longer than the bound
+    (``JobifyCelery(..., backend_outage_timeout=...)``).
+    """
+
+    def __init__(self, job_id: str, reason: str) -> None:
+        super().__init__(
+            f"job {job_id!r}: {reason}. The job itself runs (or ran) on a worker "
+            f"and its result is kept in the result backend: read it with "
+            f"AsyncResult({job_id!r}) from a running Celery app."
+        )
+        self.job_id = job_id
+        self.reason = reason
 
 
 class UnsupportedTriggerError(NotImplementedError):

@@ -26,6 +26,8 @@ from jobify._internal.serializers.json_extended import json_extended_encoder
 from jobify._internal.storage.base import ScheduledJob
 from jobify._internal.typeadapter.dummy import DummyDumper, DummyLoader
 
+from jobify_celery._errors import ResultUnavailableError
+
 if TYPE_CHECKING:
     import asyncio
     from datetime import datetime
@@ -97,10 +99,18 @@ class RemoteJob(Job[Any]):
     The producer's ``Job`` objects are switched to this class once their
     message is published. It keeps Jobify's behaviour and adds the two
     things a remote run needs: ``wait()`` refuses to hang when no result
-    can ever arrive, and ``cancel()`` also revokes the Celery task.
+    can ever arrive, ``result()`` says so when this producer stopped
+    following the job (``ResultUnavailableError``), and ``cancel()`` also
+    revokes the Celery task.
     """
 
     __slots__ = ()
+
+    def result(self) -> Any:  # noqa: ANN401
+        """Return the worker's result, as Jobify does, or say why it cannot be known here."""
+        if isinstance(self.exception, ResultUnavailableError):
+            raise self.exception
+        return super().result()
 
     async def wait(self) -> None:
         """Wait until the worker's result reaches this producer."""
@@ -122,7 +132,7 @@ class RemoteJob(Job[Any]):
             return
         revoke = getattr(self._handle, "revoke", None)
         if revoke is not None:
-            revoke(terminate=terminate)
+            await revoke(terminate=terminate)
         await super().cancel()
 
 

@@ -11,10 +11,11 @@ arrives.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from jobify import JobStatus
 from jobify.exceptions import DuplicateJobError
@@ -24,7 +25,9 @@ from jobify_celery._coerce import CoercionError
 from jobify_celery._errors import (
     AppBindingError,
     NoResultBackendError,
+    PublishError,
     ResultLoadError,
+    ResultUnavailableError,
     UnsupportedTriggerError,
 )
 from jobify_celery._jobify import (
@@ -37,19 +40,21 @@ from jobify_celery._jobify import (
     tracker_of,
 )
 from jobify_celery._outcome import read_meta
-from jobify_celery._send import send_followed
 from jobify_celery._supersede import new_token, record_cancel, record_current_publish
 
 if TYPE_CHECKING:
-    import asyncio
     from collections.abc import Callable
     from zoneinfo import ZoneInfo
 
     from celery import Celery
-    from jobify import Jobify, OuterContext
+    from jobify import Job, Jobify, OuterContext
 
+    from jobify_celery._capture import Capture
     from jobify_celery._codec import ValueCodec
-    from jobify_celery._results import MetaCallback, Watcher
+    from jobify_celery._results import Watcher
+    from jobify_celery._senders import Attempt, Sender
+
+T = TypeVar("T")
 
 __all__ = ("ProducerSession", "Publisher", "ResultHandle")
 
@@ -57,24 +62,77 @@ logger = logging.getLogger("jobify_celery.producer")
 
 
 class ProducerSession:
-    """What a started app needs to publish on one loop: the result watcher."""
+    """What a started app needs to publish on one loop: capture, sender, result watcher."""
 
-    __slots__ = ("loop", "no_backend_reason", "watcher")
+    __slots__ = (
+        "_make_sender",
+        "_sender",
+        "broker",
+        "capture",
+        "loop",
+        "no_backend_reason",
+        "publish_timeout",
+        "watcher",
+    )
 
-    def __init__(
+    def __init__(  # noqa: PLR0913
         self,
         loop: asyncio.AbstractEventLoop,
         watcher: Watcher | None,
         no_backend_reason: str,
+        *,
+        capture: Capture,
+        make_sender: Callable[[], Sender],
+        publish_timeout: float,
+        broker: str,
     ) -> None:
         self.loop = loop
         self.watcher = watcher
         self.no_backend_reason = no_backend_reason
+        self.capture = capture
+        self.publish_timeout = publish_timeout
+        #: The broker's URL, password hidden, for error messages.
+        self.broker = broker
+        self._make_sender = make_sender
+        self._sender: Sender | None = None
 
-    async def close(self) -> None:
-        """Stop following results; jobs still pending keep their status."""
+    @property
+    def sender(self) -> Sender:
+        """The session's sender, picked at the first push (where it runs decides)."""
+        sender = self._sender
+        if sender is None:
+            sender = self._sender = self._make_sender()
+        return sender
+
+    async def off_loop(self, job_id: str, what: str, call: Callable[[], T]) -> T:
+        """Run a blocking backend or broker call on a thread, within the publish bound."""
+        try:
+            async with asyncio.timeout(self.publish_timeout):
+                return await asyncio.to_thread(call)
+        except TimeoutError:
+            reason = f"{what} got no answer within {self.publish_timeout:g} s (publish_timeout)"
+            raise PublishError(job_id, self.broker, reason, maybe_sent=True) from None
+
+    def abandon_pending(self, app: Jobify) -> None:
+        """Tell every job still awaited that its result will not reach this producer.
+
+        Called when the app shuts down: each such job keeps its status
+        (SCHEDULED or RUNNING, as last seen) and ``await job`` raises
+        ``ResultUnavailableError``; the job itself still runs on a worker.
+        """
+        for job in list(tracker_of(app).pending_jobs.values()):
+            handle = handle_of(job)
+            if isinstance(handle, ResultHandle):
+                handle.lose("this producer stopped following it when its Jobify app shut down")
+
+    async def close(self, grace: float) -> None:
+        """Stop following results and publishing, within ``grace`` seconds."""
+        closing = []
         if self.watcher is not None:
-            await self.watcher.close()
+            closing.append(self.watcher.close(grace))
+        if self._sender is not None:
+            closing.append(self._sender.close(grace))
+        await asyncio.gather(*closing)
 
 
 class ResultHandle:
@@ -98,14 +156,21 @@ class ResultHandle:
         self.task_id = task_id
         #: When the current publish is due (None: at once).
         self.eta = eta
-        self.follower: MetaCallback | None = None
+        self.follower: JobFollower | None = None
 
     def cancel(self) -> None:
         """Stop following the result (Jobify calls this on cancel and shutdown)."""
         if self._session.watcher is not None and self.follower is not None:
             self._session.watcher.forget(self.task_id, self.follower)
 
-    def revoke(self, *, terminate: bool = False) -> None:
+    def lose(self, reason: str) -> None:
+        """Stop following the result for good: ``await job`` raises, naming ``reason``."""
+        follower = self.follower
+        if follower is not None:
+            self.cancel()
+            follower.on_lost(reason)
+
+    async def revoke(self, *, terminate: bool = False) -> None:
         """Tell every worker not to run the job, and record it in the backend.
 
         ``terminate=True`` also kills the pool process running it (prefork
@@ -117,13 +182,17 @@ class ResultHandle:
         worker that was not running when the revoke went out (one restarted
         before the job's ETA, or before a retry's countdown ends) skips it too.
         """
-        record_cancel(self._celery_app.backend, self.task_id, _seconds_until(self.eta))
-        control = self._celery_app.control
-        control.revoke(self.task_id, terminate=terminate, signal="SIGTERM")
-        if self._session.watcher is not None:
-            self._celery_app.backend.mark_as_revoked(
-                self.task_id, reason="cancelled by its producer"
-            )
+        celery_app, task_id, eta = self._celery_app, self.task_id, self.eta
+        following = self._session.watcher is not None
+
+        def revoke() -> None:
+            record_cancel(celery_app.backend, task_id, _seconds_until(eta))
+            celery_app.control.revoke(task_id, terminate=terminate, signal="SIGTERM")
+            if following:
+                celery_app.backend.mark_as_revoked(task_id, reason="cancelled by its producer")
+
+        # Broker and backend calls block: a thread does them, within the bound.
+        await self._session.off_loop(task_id, "the cancel", revoke)
 
     def check_waitable(self) -> None:
         """Raise instead of letting ``await job`` hang with no result backend."""
@@ -143,7 +212,7 @@ class CronHandle:
     def cancel(self) -> None:
         """Nothing runs locally: nothing to stop here."""
 
-    def revoke(self, *, terminate: bool = False) -> None:
+    async def revoke(self, *, terminate: bool = False) -> None:
         """Leave runs already published to finish."""
         del terminate
 
@@ -212,24 +281,68 @@ class Publisher:
                 publish=token,
             )
         }
+        # Celery builds the message here (routing, signals); nothing is sent yet.
+        messages = session.capture.messages(
+            task, args, kwargs, task_id=job.id, eta=eta, headers=headers
+        )
         if replaced is not None:
             # Record the new publish as current before sending it.
-            record_current_publish(self._celery_app.backend, job.id, token, _seconds_until(eta))
-        send_followed(task, args, kwargs, task_id=job.id, eta=eta, headers=headers)
+            backend = self._celery_app.backend
+            delay = _seconds_until(eta)
+            await session.off_loop(
+                job.id,
+                "recording the replace in the result backend",
+                lambda: record_current_publish(backend, job.id, token, delay),
+            )
+        attempt = session.sender.start(messages, job.id)
+        try:
+            await asyncio.shield(cast("asyncio.Future[None]", attempt.task))
+        except asyncio.CancelledError:
+            if not attempt.withdraw() and replaced is None:
+                # The message may be out already: the job stays findable
+                # (app.find_job), and fails if its publish does.
+                self._track(job, session, name, spec.result_type, eta, attempt)
+            raise
         if replaced is not None:
             replaced.eta = eta
             job.status = JobStatus.SCHEDULED
             return cast("asyncio.Handle", replaced)
+        return cast("asyncio.Handle", self._track(job, session, name, spec.result_type, eta))
 
+    def _track(  # noqa: PLR0913, PLR0917
+        self,
+        job: Job[Any],
+        session: ProducerSession,
+        name: str,
+        result_type: Any,  # noqa: ANN401
+        eta: datetime | None,
+        in_flight: Attempt | None = None,
+    ) -> ResultHandle:
+        """Make a published job the caller's: tracked, followed, cancellable."""
         handle = ResultHandle(self._celery_app, session, job.id, eta)
         tracker_of(self._app).register_job(job)
         job.bind_handle(cast("asyncio.Handle", handle))
         remote = make_remote(job)
         remote.status = JobStatus.SCHEDULED
         if session.watcher is not None:
-            handle.follower = functools.partial(self._on_meta, remote, spec.result_type, name)
+            handle.follower = JobFollower(self, remote, result_type, name)
             session.watcher.watch(job.id, handle.follower)
-        return cast("asyncio.Handle", handle)
+        if in_flight is not None and in_flight.task is not None:
+            in_flight.task.add_done_callback(
+                functools.partial(self._on_late_publish, remote, handle)
+            )
+        return handle
+
+    def _on_late_publish(
+        self, job: RemoteJob, handle: ResultHandle, attempt: asyncio.Future[None]
+    ) -> None:
+        """Fail the job if the publish its pusher stopped waiting for fails."""
+        error = None if attempt.cancelled() else attempt.exception()
+        if error is None or job.is_done():
+            return
+        handle.cancel()
+        job.set_exception(cast("Exception", error), status=JobStatus.FAILED)
+        finish_job(self._app, job)
 
     async def _schedule_cron(self, context: OuterContext, trigger: CronArguments) -> asyncio.Handle:
         """Store a run-time cron where beat reads it; beat fires its runs.
@@ -286,6 +399,38 @@ class Publisher:
             job.set_exception(cast("Exception", outcome.error), status=error_status)
         finish_job(self._app, job)
         return True
+
+    def _on_lost(self, job: RemoteJob, reason: str) -> None:
+        if job.is_done():
+            return
+        job.exception = ResultUnavailableError(job.id, reason)
+        finish_job(self._app, job)
+
+
+class JobFollower:
+    """Hands a published job the states its worker stores (a ``Follower``)."""
+
+    __slots__ = ("_job", "_name", "_publisher", "_result_type")
+
+    def __init__(
+        self,
+        publisher: Publisher,
+        job: RemoteJob,
+        result_type: Any,  # noqa: ANN401
+        name: str,
+    ) -> None:
+        self._publisher = publisher
+        self._job = job
+        self._result_type = result_type
+        self._name = name
+
+    def on_meta(self, meta: dict[str, Any]) -> bool:
+        """Feed the job one stored state; ``True`` once it has ended."""
+        return self._publisher._on_meta(self._job, self._result_type, self._name, meta)  # noqa: SLF001
+
+    def on_lost(self, reason: str) -> None:
+        """End the job's wait: its result will not reach this producer."""
+        self._publisher._on_lost(self._job, reason)  # noqa: SLF001
 
 
 def _seconds_until(eta: datetime | None) -> float:

@@ -11,31 +11,41 @@ One watcher per producer process and loop serves every job that is awaited:
 * ``PollingWatcher`` for every other backend: one task that reads all
   pending results in a batch on one helper thread, every ``interval``.
 
-Both call ``callback(meta)`` on the loop with the stored meta as decoded from
-JSON (exceptions not yet rebuilt); a callback returns ``True`` once it needs
-no more, which ends its watch. Several callbacks may follow one task id (a
-process that both pushes a job and runs it follows it twice).
+Both hand each stored meta, as decoded from JSON (exceptions not yet
+rebuilt), to the followers of its task id on the loop (``_followers``); a
+follower returns ``True`` once it needs no more, which ends its watch. Several
+followers may follow one task id (a process that both pushes a job and runs it
+follows it twice).
+
+Stopping never relies on a cancellation arriving: ``close()`` raises a flag
+that ends the watcher's loops, wakes them, and waits for them within a bound;
+only then does it cancel, and it never waits longer than the bound (a client
+library that swallows a cancel cannot hold the app's shutdown). When the
+results stay out of reach for longer than ``outage_timeout``, every follower is
+told the results are lost (``Follower.on_lost``) instead of waiting forever.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from celery.backends.base import BaseKeyValueStoreBackend, DisabledBackend
+
+from jobify_celery._followers import Followers, Outage
+from jobify_celery._tasks import stop_task
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
     from celery.backends.base import Backend
 
+    from jobify_celery._followers import Follower
+
 __all__ = (
-    "MetaCallback",
     "PollingWatcher",
     "RedisWatcher",
     "Watcher",
@@ -45,9 +55,12 @@ __all__ = (
 
 logger = logging.getLogger("jobify_celery.results")
 
-MetaCallback = Callable[[dict[str, Any]], bool]
-
 _SWEEP_SECONDS: Final = 5.0
+#: How long the pub/sub reader blocks before it looks at the stop flag again.
+_READ_SECONDS: Final = 1.0
+#: Bounds for a Redis that accepts connections but does not answer.
+_CONNECT_TIMEOUT: Final = 5.0
+_COMMAND_TIMEOUT: Final = 10.0
 _RECONNECT_SECONDS: Final = (0.1, 0.5, 1.0, 2.0, 5.0)
 _MGET_BATCH: Final = 500
 _PLAIN_REDIS_KEYS: Final = frozenset(
@@ -77,24 +90,24 @@ _IGNORED_REDIS_KEYS: Final = frozenset(
 class Watcher(Protocol):
     """Follows pending task ids until their result is stored."""
 
-    def watch(self, task_id: str, callback: MetaCallback) -> None:
-        """Start calling ``callback`` with each state stored for ``task_id``."""
+    def watch(self, task_id: str, follower: Follower) -> None:
+        """Start handing ``follower`` each state stored for ``task_id``."""
 
-    def forget(self, task_id: str, callback: MetaCallback) -> None:
-        """Stop calling ``callback`` for ``task_id``."""
+    def forget(self, task_id: str, follower: Follower) -> None:
+        """Stop handing states of ``task_id`` to ``follower``."""
 
-    async def close(self) -> None:
-        """Stop following everything and release connections."""
+    async def close(self, grace: float) -> None:
+        """Stop following everything and release connections, within ``grace`` seconds."""
 
 
-def watcher_for(backend: Backend) -> Watcher | None:
+def watcher_for(backend: Backend, *, outage_timeout: float | None) -> Watcher | None:
     """Pick the watcher for a Celery result backend; ``None`` for no backend."""
     if isinstance(backend, DisabledBackend):
         return None
     params = _async_redis_params(backend)
     if params is not None:
-        return RedisWatcher(backend, params)
-    return PollingWatcher(backend)
+        return RedisWatcher(backend, params, outage_timeout=outage_timeout)
+    return PollingWatcher(backend, outage_timeout=outage_timeout)
 
 
 def _async_redis_params(backend: Backend) -> dict[str, Any] | None:
@@ -110,59 +123,21 @@ def _async_redis_params(backend: Backend) -> dict[str, Any] | None:
         return None
     params = {k: v for k, v in conn.items() if k in _PLAIN_REDIS_KEYS and v is not None}
     params["socket_keepalive"] = True
+    params.setdefault("socket_connect_timeout", _CONNECT_TIMEOUT)
+    params.setdefault("socket_timeout", _COMMAND_TIMEOUT)
     params.pop("max_connections", None)
     return params
 
 
-class _Followers:
-    """The callbacks following each task id."""
-
-    __slots__ = ("_by_id",)
-
-    def __init__(self) -> None:
-        self._by_id: dict[str, list[MetaCallback]] = {}
-
-    def __contains__(self, task_id: object) -> bool:
-        return task_id in self._by_id
-
-    def __bool__(self) -> bool:
-        return bool(self._by_id)
-
-    def ids(self) -> list[str]:
-        return list(self._by_id)
-
-    def add(self, task_id: str, callback: MetaCallback) -> None:
-        self._by_id.setdefault(task_id, []).append(callback)
-
-    def remove(self, task_id: str, callback: MetaCallback) -> bool:
-        """Drop one callback; tell whether nobody follows ``task_id`` any more."""
-        callbacks = self._by_id.get(task_id)
-        if callbacks is None:
-            return False
-        if callback in callbacks:
-            callbacks.remove(callback)
-        if callbacks:
-            return False
-        del self._by_id[task_id]
-        return True
-
-    def deliver(self, task_id: str, meta: dict[str, Any]) -> bool:
-        """Call every follower; tell whether nobody follows ``task_id`` any more."""
-        callbacks = self._by_id.get(task_id)
-        if not callbacks:
-            return False
-        finished = [callback for callback in list(callbacks) if callback(meta)]
-        ended = False
-        for callback in finished:
-            ended = self.remove(task_id, callback) or ended
-        return ended
+def _lost_reason(backend: Backend, outage: Outage, now: float) -> str:
+    return f"the result backend {_where(backend)} {outage.describe(now)}"
 
 
-async def _cancel(task: asyncio.Task[None] | None) -> None:
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+def _where(backend: Backend) -> str:
+    try:
+        return str(backend.as_uri())
+    except Exception:  # noqa: BLE001 - only used in a message
+        return type(backend).__name__
 
 
 class RedisWatcher:
@@ -173,20 +148,28 @@ class RedisWatcher:
     pays no connection set-up per job.
     """
 
-    def __init__(self, backend: Backend, params: dict[str, Any]) -> None:
+    def __init__(
+        self, backend: Backend, params: dict[str, Any], *, outage_timeout: float | None
+    ) -> None:
         self._backend = backend
         self._params = params
-        self._callbacks = _Followers()
+        self._followers = Followers()
         self._channels: dict[bytes, str] = {}
         self._to_subscribe: set[str] = set()
         self._to_unsubscribe: set[bytes] = set()
         self._wakeup = asyncio.Event()
+        self._stopping = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
+        self._outage = Outage(outage_timeout)
+        self._failures = 0
         self._keep_alive_channel = f"jobify-celery-watcher-{uuid.uuid4().hex}"
 
-    def watch(self, task_id: str, callback: MetaCallback) -> None:
-        """Follow ``task_id``; ``callback`` gets each state the worker stores."""
-        self._callbacks.add(task_id, callback)
+    def watch(self, task_id: str, follower: Follower) -> None:
+        """Follow ``task_id``; ``follower`` gets each state the worker stores."""
+        if self._stopping.is_set():
+            follower.on_lost("the result watcher is closed (the app is shutting down)")
+            return
+        self._followers.add(task_id, follower)
         self._to_subscribe.add(task_id)
         self._wakeup.set()
         if self._runner is None or self._runner.done():
@@ -194,9 +177,9 @@ class RedisWatcher:
                 self._run(), name="jobify-celery-result-watcher"
             )
 
-    def forget(self, task_id: str, callback: MetaCallback) -> None:
-        """Stop calling ``callback`` for ``task_id``."""
-        if not self._callbacks.remove(task_id, callback):
+    def forget(self, task_id: str, follower: Follower) -> None:
+        """Stop handing states of ``task_id`` to ``follower``."""
+        if not self._followers.remove(task_id, follower):
             return
         self._unsubscribe(task_id)
 
@@ -207,62 +190,72 @@ class RedisWatcher:
             self._to_unsubscribe.add(key)
             self._wakeup.set()
 
-    async def close(self) -> None:
-        """Cancel the connection task; pending jobs stay as they are."""
+    async def close(self, grace: float) -> None:
+        """End the connection task within ``grace``; pending jobs stay as they are."""
+        self._stopping.set()
+        self._wakeup.set()
         runner, self._runner = self._runner, None
-        await _cancel(runner)
+        await stop_task(runner, grace, "the result watcher")
 
     def _key(self, task_id: str) -> bytes:
         key = self._backend.get_key_for_task(task_id)
         return key if isinstance(key, bytes) else str(key).encode()
 
     def _deliver(self, task_id: str, payload: Any) -> None:  # noqa: ANN401
-        if task_id not in self._callbacks or payload is None:
+        if task_id not in self._followers or payload is None:
             return
         try:
             meta = self._backend.decode(payload)
         except Exception:
             logger.exception("Cannot decode the stored result of task %s", task_id)
             return
-        if self._callbacks.deliver(task_id, meta):
+        if self._followers.deliver(task_id, meta):
             self._unsubscribe(task_id)
 
     async def _run(self) -> None:
         import redis.asyncio as aioredis  # noqa: PLC0415
         from redis.exceptions import RedisError  # noqa: PLC0415
 
-        failures = 0
-        while True:
+        loop = asyncio.get_running_loop()
+        while not self._stopping.is_set():
             try:
                 await self._session(aioredis.Redis(**self._params))
-                failures = 0
             except (RedisError, OSError) as exc:
-                delay = _RECONNECT_SECONDS[min(failures, len(_RECONNECT_SECONDS) - 1)]
-                failures += 1
+                if self._stopping.is_set():
+                    return
+                now = loop.time()
+                self._outage.failed(now)
+                if self._outage.exceeded(now):
+                    self._lose_everything(_lost_reason(self._backend, self._outage, now))
+                delay = _RECONNECT_SECONDS[min(self._failures, len(_RECONNECT_SECONDS) - 1)]
+                self._failures += 1
                 logger.warning("Result watcher lost Redis (%s); reconnecting in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
+                await _pause(self._stopping, delay)
+
+    def _lose_everything(self, reason: str) -> None:
+        dropped = self._followers.lose_all(reason)
+        self._to_subscribe.clear()
+        self._channels.clear()
+        if dropped:
+            logger.error("Gave up following %d job(s): %s", dropped, reason)
 
     async def _session(self, client: Any) -> None:  # noqa: ANN401
         pubsub = client.pubsub()
         reader: asyncio.Task[None] | None = None
         try:
             await pubsub.subscribe(self._keep_alive_channel)
+            self._outage.recovered()
+            self._failures = 0
             self._channels.clear()
             self._to_unsubscribe.clear()
-            self._to_subscribe.update(self._callbacks.ids())
+            self._to_subscribe.update(self._followers.ids())
             reader = asyncio.get_running_loop().create_task(self._read(pubsub))
-            while True:
+            while not self._stopping.is_set():
                 await self._sync_subscriptions(client, pubsub)
                 await self._wait_for_work(reader)
         finally:
-            if reader is not None:
-                reader.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await reader
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()
-            with contextlib.suppress(Exception):
-                await client.aclose()
+            await stop_task(reader, _READ_SECONDS * 2, "the result watcher's reader")
+            await _closed(pubsub.aclose(), client.aclose())
 
     async def _wait_for_work(self, reader: asyncio.Task[None]) -> None:
         waiter = asyncio.ensure_future(self._wakeup.wait())
@@ -274,12 +267,14 @@ class RedisWatcher:
             waiter.cancel()
         if reader in done:
             reader.result()  # a lost connection raises here
+            if self._stopping.is_set():
+                return
             msg = "result channel closed"
             raise ConnectionError(msg)
         if not done:
             # Quiet for a while: read every pending key once, in case a
             # published result was missed during a reconnect.
-            self._to_subscribe.update(self._callbacks.ids())
+            self._to_subscribe.update(self._followers.ids())
         self._wakeup.clear()
 
     async def _sync_subscriptions(self, client: Any, pubsub: Any) -> None:  # noqa: ANN401
@@ -287,10 +282,10 @@ class RedisWatcher:
             channels = list(self._to_unsubscribe)
             self._to_unsubscribe.clear()
             await pubsub.unsubscribe(*channels)
-        while self._to_subscribe:
-            batch = [t for t in self._to_subscribe if t in self._callbacks][:_MGET_BATCH]
+        while self._to_subscribe and not self._stopping.is_set():
+            batch = [t for t in self._to_subscribe if t in self._followers][:_MGET_BATCH]
             self._to_subscribe.difference_update(batch)
-            self._to_subscribe.intersection_update(self._callbacks.ids())
+            self._to_subscribe.intersection_update(self._followers.ids())
             if not batch:
                 continue
             keys = [self._key(t) for t in batch]
@@ -303,8 +298,10 @@ class RedisWatcher:
                 self._deliver(task_id, payload)
 
     async def _read(self, pubsub: Any) -> None:  # noqa: ANN401
-        while True:
-            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+        while not self._stopping.is_set():
+            message = await pubsub.get_message(
+                ignore_subscribe_messages=True, timeout=_READ_SECONDS
+            )
             if message is None or message.get("type") != "message":
                 continue
             channel = message.get("channel")
@@ -316,29 +313,37 @@ class RedisWatcher:
 class PollingWatcher:
     """Follows results by reading them in batches on one helper thread."""
 
-    def __init__(self, backend: Backend, interval: float = 0.05) -> None:
+    def __init__(
+        self, backend: Backend, interval: float = 0.05, *, outage_timeout: float | None
+    ) -> None:
         self._backend = backend
         self._interval = interval
-        self._callbacks = _Followers()
+        self._followers = Followers()
         self._runner: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._stopping = asyncio.Event()
+        self._outage = Outage(outage_timeout)
 
-    def watch(self, task_id: str, callback: MetaCallback) -> None:
-        """Follow ``task_id``; ``callback`` gets each state the worker stores."""
-        self._callbacks.add(task_id, callback)
+    def watch(self, task_id: str, follower: Follower) -> None:
+        """Follow ``task_id``; ``follower`` gets each state the worker stores."""
+        if self._stopping.is_set():
+            follower.on_lost("the result watcher is closed (the app is shutting down)")
+            return
+        self._followers.add(task_id, follower)
         if self._runner is None or self._runner.done():
             self._runner = asyncio.get_running_loop().create_task(
                 self._run(), name="jobify-celery-result-poller"
             )
 
-    def forget(self, task_id: str, callback: MetaCallback) -> None:
-        """Stop calling ``callback`` for ``task_id``."""
-        self._callbacks.remove(task_id, callback)
+    def forget(self, task_id: str, follower: Follower) -> None:
+        """Stop handing states of ``task_id`` to ``follower``."""
+        self._followers.remove(task_id, follower)
 
-    async def close(self) -> None:
-        """Stop polling and release the helper thread."""
+    async def close(self, grace: float) -> None:
+        """Stop polling within ``grace`` and release the helper thread."""
+        self._stopping.set()
         runner, self._runner = self._runner, None
-        await _cancel(runner)
+        await stop_task(runner, grace, "the result poller")
         executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=True)
@@ -347,16 +352,43 @@ class PollingWatcher:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="jobify-celery-results")
         loop = asyncio.get_running_loop()
-        while self._callbacks:
-            ids = self._callbacks.ids()
+        while self._followers and not self._stopping.is_set():
+            ids = self._followers.ids()
             try:
                 metas = await loop.run_in_executor(self._executor, read_metas, self._backend, ids)
             except Exception:
+                now = loop.time()
+                self._outage.failed(now)
+                if self._outage.exceeded(now):
+                    reason = _lost_reason(self._backend, self._outage, now)
+                    dropped = self._followers.lose_all(reason)
+                    if dropped:
+                        logger.error("Gave up following %d job(s): %s", dropped, reason)  # noqa: TRY400
                 logger.warning("Reading results failed; retrying", exc_info=True)
                 metas = []
+            else:
+                self._outage.recovered()
             for task_id, meta in metas:
-                self._callbacks.deliver(task_id, meta)
-            await asyncio.sleep(self._interval)
+                self._followers.deliver(task_id, meta)
+            await _pause(self._stopping, self._interval)
+
+
+async def _pause(stopping: asyncio.Event, seconds: float) -> None:
+    """Sleep ``seconds``, or less if ``stopping`` is set meanwhile."""
+    if stopping.is_set():
+        return
+    waiter = asyncio.ensure_future(stopping.wait())
+    try:
+        await asyncio.wait({waiter}, timeout=seconds)
+    finally:
+        waiter.cancel()
+
+
+async def _closed(*closing: Any) -> None:  # noqa: ANN401
+    """Close connections, giving up on any that does not close within a bound."""
+    tasks = [asyncio.ensure_future(coro) for coro in closing]
+    for task in tasks:
+        await stop_task(task, _READ_SECONDS, "a Redis connection's close", cancel=False)
 
 
 def read_metas(backend: Backend, ids: list[str]) -> list[tuple[str, dict[str, Any]]]:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from jobify_celery._jobify import app_is_started
 from jobify_celery._pool_thread import PoolThread
+from jobify_celery._tasks import stop_task
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
@@ -68,6 +69,14 @@ class ProcessRuntime:
     def app_stopped(self) -> None:
         """Forget the loop of an app that has just been shut down."""
         self._host = None
+
+    def drives_loop_here(self) -> bool:
+        """Tell whether the calling thread runs the loop itself, one job at a time.
+
+        True in a prefork pool process and in the solo pool, whose loop runs
+        only while a job runs on that very thread.
+        """
+        return self._inline_owner == threading.get_ident() and self._pid == os.getpid()
 
     @property
     def owns_loop(self) -> bool:
@@ -155,7 +164,8 @@ class ProcessRuntime:
     def stop(self, timeout: float = _STOP_TIMEOUT) -> None:
         """Shut the app down and stop the loop, if this runtime started them.
 
-        ``timeout`` bounds the wait for ``app.shutdown()`` on a loop thread: a
+        ``timeout`` bounds the wait for ``app.shutdown()`` (the bridge's own
+        part ends within ``CLOSE_TIMEOUT``; the rest is the lifespan's exit): a
         loop blocked by a synchronous function never gets to it.
         """
         with self._lock:
@@ -165,7 +175,7 @@ class ProcessRuntime:
                 return
             try:
                 if self._inline_owner is not None:
-                    self._stop_inline(loop)
+                    self._stop_inline(loop, timeout)
                 else:
                     self._stop_loop_thread(loop, timeout)
             finally:
@@ -202,12 +212,15 @@ class ProcessRuntime:
                     loop.run_until_complete(job)
             raise
 
-    def _stop_inline(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _stop_inline(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
         if self._inline_owner != threading.get_ident() or loop.is_running():
             logger.warning("Jobify app left running: stopped from another thread")
             return
         try:
-            loop.run_until_complete(self._app.shutdown())
+            shutdown = loop.create_task(self._app.shutdown())
+            what = f"the Jobify app's shutdown in process {os.getpid()}"
+            if loop.run_until_complete(stop_task(shutdown, timeout, what, cancel=False)):
+                shutdown.result()
         except Exception:
             logger.exception("Jobify app shutdown failed in worker process %s", os.getpid())
         finally:

@@ -17,6 +17,14 @@ first, a second delivery of the task), the script changes nothing and
 Celery's own check-and-set runs, so what ends up stored and published is
 always what Celery would store and publish.
 
+A Jobify task's state that cannot be stored because Redis stays unreachable
+(after the backend's own retries, ``result_backend_transport_options
+["retry_policy"]``: 20 retries over about 20 s by default) is never dropped:
+the store raises Celery's ``Reject(requeue=True)``, so the worker puts the
+message back instead of acknowledging it, and the job runs again (at least
+once, as documented) and stores its state once Redis is back. Celery itself
+would log the error and acknowledge the message, losing the result.
+
 Only stores of Jobify tasks (``request.task`` names a task with a Jobify route)
 take this path, and only on a backend that is Celery's ``RedisBackend`` or a
 subclass that keeps its store methods (``SentinelBackend`` does): a backend
@@ -33,13 +41,14 @@ import logging
 from typing import TYPE_CHECKING, Any, Final
 
 from celery import states
+from celery.exceptions import Reject
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from celery.backends.base import Backend
 
-__all__ = ("install_quick_store",)
+__all__ = ("install_quick_store", "store_retry_problem")
 
 logger = logging.getLogger("jobify_celery.worker")
 
@@ -102,17 +111,61 @@ def _install(backend: Any) -> None:  # noqa: ANN401 - a RedisBackend
     backend._store_result = _QuickStore(backend)  # noqa: SLF001
 
 
+def store_retry_problem(backend: Backend) -> str | None:
+    """Say why a Redis result backend cannot retry a store on a lost connection, if so.
+
+    Celery's Redis backend retries only on the connection errors kombu's
+    Redis transport lists; when that transport fails to import (it needs
+    ``packaging``, which the ``redis`` package alone does not bring), the list
+    is empty and a Redis blip fails every store at once.
+    """
+    try:
+        from celery.backends.redis import RedisBackend  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - redis extra not installed
+        return None
+    if not isinstance(backend, RedisBackend) or backend.connection_errors:
+        return None
+    try:
+        import kombu.transport.redis  # noqa: F401, PLC0415
+    except ImportError as exc:
+        cause = f"kombu's Redis transport does not import: {exc}"
+    else:  # pragma: no cover - the transport imported after the backend was made
+        cause = "the backend was created without kombu's Redis transport"
+    return (
+        f"Celery's Redis result backend cannot retry a store when Redis drops a "
+        f"connection ({cause}). Install jobify-celery[redis] (it brings kombu[redis])."
+    )
+
+
 class _QuickStore:
     """A backend's ``_store_result``: the script for Jobify tasks, Celery's otherwise."""
 
-    __slots__ = ("_backend", "_celery_store", "_max_size", "_registry", "_script", "enabled")
+    __slots__ = (
+        "_backend",
+        "_celery_store",
+        "_max_size",
+        "_registry",
+        "_script",
+        "_unreachable",
+        "enabled",
+    )
 
     def __init__(self, backend: Any) -> None:  # noqa: ANN401 - a RedisBackend
+        from redis.exceptions import ConnectionError as RedisConnectionError  # noqa: PLC0415
+        from redis.exceptions import TimeoutError as RedisTimeoutError  # noqa: PLC0415
+
         self._backend = backend
         self._celery_store: Callable[..., Any] = backend._store_result  # noqa: SLF001
         self._registry: Mapping[str, Any] = backend.app.tasks
         self._script = backend.client.register_script(_SET_IF_NEW)
         self._max_size: int = backend._MAX_STR_VALUE_SIZE  # noqa: SLF001
+        #: What a store raises when Redis stays out of reach (after retries).
+        self._unreachable: tuple[type[BaseException], ...] = (
+            *backend.connection_errors,
+            RedisConnectionError,
+            RedisTimeoutError,
+            OSError,
+        )
         #: False once the server refused the script (scripting not allowed).
         self.enabled = True
 
@@ -125,7 +178,32 @@ class _QuickStore:
         request: Any = None,  # noqa: ANN401
         **kwargs: Any,  # noqa: ANN401
     ) -> Any:  # noqa: ANN401
-        if self.enabled and _is_jobify_task(self._registry, request):
+        if not _is_jobify_task(self._registry, request):
+            return self._celery_store(task_id, result, state, traceback, request=request, **kwargs)
+        try:
+            return self._store_jobify(task_id, result, state, traceback, request, **kwargs)
+        except self._unreachable as exc:
+            # Acknowledging now would lose the outcome: the message goes back.
+            logger.error(  # noqa: TRY400 - the cause is in the message; no traceback needed
+                "Cannot store the %s state of task %s: Redis is unreachable (%s: %s). "
+                "Its message goes back to the queue; the job will run again.",
+                state,
+                task_id,
+                type(exc).__name__,
+                exc,
+            )
+            raise Reject(exc, requeue=True) from exc
+
+    def _store_jobify(
+        self,
+        task_id: str,
+        result: Any,  # noqa: ANN401
+        state: str,
+        traceback: str | None,
+        request: Any,  # noqa: ANN401
+        **kwargs: Any,  # noqa: ANN401
+    ) -> Any:  # noqa: ANN401
+        if self.enabled:
             backend = self._backend
             meta = backend._get_result_meta(  # noqa: SLF001
                 result=result, state=state, traceback=traceback, request=request
@@ -137,7 +215,7 @@ class _QuickStore:
                 backend.get_key_for_task(task_id), value, _expiry(backend, state)
             ):
                 return result
-        # Not a Jobify task, or a state is stored already: Celery's check-and-set.
+        # A state is stored already (or no script): Celery's check-and-set.
         return self._celery_store(task_id, result, state, traceback, request=request, **kwargs)
 
     def _set_if_new(self, key: bytes, value: str | bytes, expires: int) -> bool:

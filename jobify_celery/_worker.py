@@ -123,6 +123,10 @@ class _CancelWatch:
             return True
         return False
 
+    def on_lost(self, reason: str) -> None:
+        """Let the job run on: a cancel can no longer reach it (the watcher logs why)."""
+        del reason
+
 
 class _LongRunning:
     """Hands the jobs that have run ``_CANCEL_WATCH_AFTER`` seconds to ``follow``.
@@ -274,6 +278,8 @@ class Executor:
         configs = app.configs
         tz = configs.tz
         envelope = decode_header(getattr(request, HEADER_KEY, None), codec, tz)
+        if envelope.problems:
+            logger.warning("Task %s[%s]: %s", name, request.id, "; ".join(envelope.problems))
         builder = plan.route.create_builder(bound)
         tick = envelope.cron
         job: Job[Any] = Job(
@@ -355,13 +361,13 @@ class Executor:
     def _watch(self, watch: _CancelWatch) -> None:
         watcher = self._session_of().watcher
         if watcher is not None:
-            watcher.watch(watch.task_id, watch.on_meta)
+            watcher.watch(watch.task_id, watch)
             watch.following = True
 
     def _unwatch(self, watch: _CancelWatch) -> None:
         watcher = self._session_of().watcher
         if watcher is not None:
-            watcher.forget(watch.task_id, watch.on_meta)
+            watcher.forget(watch.task_id, watch)
 
     def _plan(self, name: str) -> _Plan:
         route = route_by_name(self._app, name)

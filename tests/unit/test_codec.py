@@ -69,6 +69,13 @@ HINTS = {
 WIRE = wire_signature(SIGNATURE, frozenset({"ctx"}))
 
 
+def _nested(depth: int) -> Any:
+    value: Any = "bottom"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 def default_codec() -> ValueCodec:
     serializer = ExtendedJSONSerializer()
     serializer.add_system_types(list(tagged_classes(HINTS.values())))
@@ -227,6 +234,30 @@ def test_plain_json_from_a_celery_client_loads_into_the_annotations() -> None:
             {},
             "unknown type tag 'Nope'",
         ),
+        (
+            # A tagged Decimal that is no number: the loader raises InvalidOperation.
+            [
+                {"id": str(uuid.uuid4()), "tier": "gold", "since": "2020-01-01"},
+                {"__decimal__": "abc"},
+                "2026-01-01",
+            ],
+            {},
+            "parameter 'amount': cannot load the value: InvalidOperation",
+        ),
+        (
+            [
+                {"id": str(uuid.uuid4()), "tier": {"__enum__": "Tier.TIN"}, "since": "2020-01-01"},
+                "1",
+                "2026-01-01",
+            ],
+            {},
+            "parameter 'customer'",
+        ),
+        (
+            [_nested(5000), "1", "2026-01-01"],
+            {},
+            "parameter 'customer': cannot load the value: the value is nested too deeply",
+        ),
     ],
 )
 def test_arguments_that_do_not_load_name_task_and_parameter(
@@ -274,6 +305,53 @@ def test_missing_or_foreign_header_is_a_plain_celery_call() -> None:
         envelope = decode_header(raw, codec, ZoneInfo("UTC"))
         assert envelope.exec_at is None
         assert envelope.request_state == {}
+    assert decode_header(None, codec, ZoneInfo("UTC")).problems == ()
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        ("x", "is not JSON"),
+        ('{"v":1} trailing', "text after its JSON"),
+        ("[1, 2]", "is a list, not a JSON object"),
+        (17, "is a int, not a JSON object"),
+        ('{"v":99}', "wire version 99, this worker reads 1"),
+        ('{"v":1,"exec_at":"soon"}', "exec_at 'soon' is not an ISO 8601 time"),
+        ('{"v":1,"exec_at":5}', "exec_at 5 is not an ISO 8601 time"),
+        ('{"v":1,"request_state":[1]}', "request_state is a list, not an object"),
+        ('{"v":1,"request_state":{"attempt":9,"celery_task":1}}', "['attempt', 'celery_task']"),
+        ('{"v":1,"request_state":{"k":{"__decimal__":"x"}}}', "request_state['k'] does not load"),
+        ('{"v":1,"publish":5}', "publish token is not a string"),
+        ('{"v":1,"cron":{"job_id":1}}', "cron part is malformed"),
+    ],
+)
+def test_a_bad_header_says_what_was_left_out(raw: Any, problem: str) -> None:
+    envelope = decode_header(raw, default_codec(), ZoneInfo("UTC"))
+    assert len(envelope.problems) == 1, envelope.problems
+    assert problem in envelope.problems[0]
+    assert not set(envelope.request_state) & {"attempt", "celery_task", "celery_request"}
+
+
+def test_a_good_part_of_a_bad_header_is_kept() -> None:
+    raw = '{"v":1,"exec_at":"2026-01-01T00:00:00+00:00","request_state":{"ok":1,"attempt":2}}'
+    envelope = decode_header(raw, default_codec(), ZoneInfo("UTC"))
+    assert envelope.exec_at == datetime(2026, 1, 1, tzinfo=UTC)
+    assert envelope.request_state == {"ok": 1}
+    assert len(envelope.problems) == 1
+
+
+def test_a_value_too_deep_to_send_is_refused_naming_its_place() -> None:
+    def deep(value: list[Any]) -> None:
+        raise NotImplementedError
+
+    signature = inspect.signature(deep)
+    bound = signature.bind(_nested(5000))
+    with pytest.raises(TypeError, match=r"argument 'value' of task 't' is nested too deeply"):
+        encode_call("t", bound, {"value": list[Any]}, default_codec())
+    with pytest.raises(TypeError, match=r"request_state\['deep'\] is nested too deeply"):
+        encode_header(
+            exec_at=datetime.now(UTC), request_state={"deep": _nested(5000)}, codec=default_codec()
+        )
 
 
 def test_parse_time_reads_naive_times_in_the_app_zone() -> None:

@@ -1,0 +1,349 @@
+"""Publish captured Celery messages to RabbitMQ from the event loop, with confirms.
+
+One asyncio AMQP connection (aiormq) per producer session and one channel in
+confirm mode. A push's attempt (a task of its own, so a cancelled caller never
+cancels a confirmation the job's fate depends on):
+
+1. waits for a free slot (at most ``MAX_IN_FLIGHT`` unconfirmed publishes:
+   back-pressure instead of an unbounded buffer when the broker is slow);
+2. (re)connects if needed, declaring what kombu would declare before the
+   publish (``_declare_calls``), with kombu's caching rule: an entity is
+   declared once per connection unless kombu says its declaration cannot be
+   cached (a queue with ``x-expires`` is declared before every publish);
+3. publishes the message with the headers and properties Celery gave it
+   (headers encoded as Celery's own client encodes them, ``_amqp_table``), the
+   job's message ``mandatory`` so a message no queue takes is refused rather
+   than dropped, and waits for the broker's confirm.
+
+A lost connection is reconnected and the messages not yet confirmed are
+published again (at least once, as kombu's own publish retry does), until the
+publish bound; a refusal (no such exchange, access refused, unroutable, a
+nack) fails the push at once. Either way the caller gets one
+``PublishError`` naming the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import quote
+
+import aiormq
+import aiormq.exceptions
+from pamqp import commands as spec
+
+from jobify_celery._amqp_table import encode_table
+from jobify_celery._errors import PublishError
+from jobify_celery._senders import Attempt
+from jobify_celery._tasks import stop_task
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from aiormq.abc import AbstractChannel, AbstractConnection
+    from kombu.connection import Connection
+
+    from jobify_celery._capture import Outgoing
+
+__all__ = ("MAX_IN_FLIGHT", "AmqpSender")
+
+logger = logging.getLogger("jobify_celery.producer")
+
+#: Unconfirmed publishes one producer keeps in flight before pushes wait.
+MAX_IN_FLIGHT: Final = 1000
+_RECONNECT_SECONDS: Final = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0)
+#: kombu message properties and their names in the AMQP client.
+_PROPERTY_NAMES: Final = {
+    "delivery_mode": "delivery_mode",
+    "correlation_id": "correlation_id",
+    "reply_to": "reply_to",
+    "expiration": "expiration",
+    "message_id": "message_id",
+    "timestamp": "timestamp",
+    "type": "message_type",
+    "user_id": "user_id",
+    "app_id": "app_id",
+    "cluster_id": "cluster_id",
+}
+#: The broker refused this message (a permanent answer for this publish).
+_REFUSALS: Final = (aiormq.exceptions.AMQPChannelError, aiormq.exceptions.DeliveryError)
+#: The connection is gone or unusable; another one may do.
+_LOST: Final = (
+    aiormq.exceptions.AMQPConnectionError,
+    aiormq.exceptions.ChannelInvalidStateError,
+    ConnectionError,
+    OSError,
+)
+
+
+class _Properties(spec.Basic.Properties):
+    """Message properties whose headers are encoded as Celery's client encodes them."""
+
+    def encode_property(self, name: str, value: Any) -> bytes:  # noqa: ANN401
+        if name == "headers":
+            return encode_table(value)
+        encoded: bytes = super().encode_property(name, value)
+        return encoded
+
+
+def properties_of(message: Outgoing) -> spec.Basic.Properties:
+    """Return a recorded message's AMQP properties, as kombu's py-amqp channel sends them."""
+    fields: dict[str, Any] = {
+        "content_type": message.content_type,
+        "content_encoding": message.content_encoding,
+        "headers": message.headers or None,
+        "priority": message.priority,
+    }
+    for key, value in message.properties.items():
+        name = _PROPERTY_NAMES.get(key)
+        if name is not None and value is not None:
+            fields[name] = value
+    return _Properties(**{k: v for k, v in fields.items() if v is not None})
+
+
+class _DeclareRecorder:
+    """A stand-in kombu channel: notes the declarations kombu makes for an entity."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def exchange_declare(self, **kwargs: Any) -> None:  # noqa: ANN401
+        self.calls.append(("exchange_declare", kwargs))
+
+    def queue_declare(self, **kwargs: Any) -> None:  # noqa: ANN401
+        self.calls.append(("queue_declare", kwargs))
+
+    def queue_bind(self, **kwargs: Any) -> None:  # noqa: ANN401
+        self.calls.append(("queue_bind", kwargs))
+
+    def exchange_bind(self, **kwargs: Any) -> None:  # noqa: ANN401
+        self.calls.append(("exchange_bind", kwargs))
+
+
+def declare_calls(entity: Any) -> list[tuple[str, dict[str, Any]]]:  # noqa: ANN401
+    """Return what kombu's ``entity.declare()`` asks of a channel, in order."""
+    recorder = _DeclareRecorder()
+    entity.declare(channel=recorder)
+    return recorder.calls
+
+
+async def _replay_declare(channel: AbstractChannel, call: str, kwargs: dict[str, Any]) -> None:
+    arguments = kwargs.get("arguments") or None
+    if call == "exchange_declare":
+        await channel.exchange_declare(
+            kwargs["exchange"],
+            exchange_type=kwargs.get("type", "direct"),
+            passive=bool(kwargs.get("passive")),
+            durable=bool(kwargs.get("durable")),
+            auto_delete=bool(kwargs.get("auto_delete")),
+            arguments=arguments,
+        )
+    elif call == "queue_declare":
+        await channel.queue_declare(
+            kwargs["queue"],
+            passive=bool(kwargs.get("passive")),
+            durable=bool(kwargs.get("durable")),
+            exclusive=bool(kwargs.get("exclusive")),
+            auto_delete=bool(kwargs.get("auto_delete")),
+            arguments=arguments,
+        )
+    elif call == "queue_bind":
+        await channel.queue_bind(
+            kwargs["queue"],
+            kwargs["exchange"],
+            routing_key=kwargs.get("routing_key") or "",
+            arguments=arguments,
+        )
+    elif call == "exchange_bind":
+        await channel.exchange_bind(
+            kwargs["destination"],
+            kwargs["source"],
+            routing_key=kwargs.get("routing_key") or "",
+            arguments=arguments,
+        )
+
+
+def amqp_url(connection: Connection) -> str:
+    """Return the URL the asyncio client connects to: kombu's parameters, defaults applied."""
+    info = connection.info()  # type: ignore[no-untyped-call]
+    user = quote(str(info.get("userid") or "guest"), safe="")
+    password = quote(str(info.get("password") or "guest"), safe="")
+    vhost = quote(str(info.get("virtual_host") or "/"), safe="")
+    port = info.get("port") or 5672
+    return f"amqp://{user}:{password}@{info['hostname']}:{port}/{vhost}"
+
+
+class AmqpSender:
+    """Publishes on one asyncio AMQP connection with publisher confirms."""
+
+    def __init__(self, connection: Connection, *, timeout: float, confirms: bool) -> None:
+        self._url = amqp_url(connection)
+        self._where = str(connection.as_uri())
+        self._timeout = timeout
+        self._confirms = confirms
+        self._connection: AbstractConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._connecting: asyncio.Lock | None = None
+        self._slots: asyncio.Semaphore | None = None
+        #: kombu entities declared on the current connection (kombu's cache rule).
+        self._declared: set[int] = set()
+        self._attempts: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self._lost_logged = False
+
+    def start(self, messages: Sequence[Outgoing], job_id: str) -> Attempt:
+        """Start publishing ``messages``; the attempt ends once the broker confirmed."""
+        if self._closed:
+            msg = "the producer is shutting down"
+            raise PublishError(job_id, self._where, msg, maybe_sent=False)
+        attempt = Attempt()
+        task = asyncio.get_running_loop().create_task(self._attempt(attempt, messages, job_id))
+        self._attempts.add(task)
+        task.add_done_callback(self._attempts.discard)
+        attempt.task = task
+        return attempt
+
+    async def close(self, grace: float) -> None:
+        """Let attempts in flight end (within ``grace``), then close the connection."""
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        if self._attempts:
+            await asyncio.wait(set(self._attempts), timeout=grace / 2)
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None:
+            closing = asyncio.ensure_future(connection.close())
+            left = max(deadline - loop.time(), 0.05)
+            await stop_task(closing, left, "the broker connection's close")
+        for task in list(self._attempts):
+            task.cancel()
+
+    async def _attempt(self, attempt: Attempt, messages: Sequence[Outgoing], job_id: str) -> None:
+        slots = self._slots
+        if slots is None:
+            slots = self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        try:
+            async with asyncio.timeout(self._timeout), slots:
+                await self._publish_all(attempt, messages)
+        except TimeoutError:
+            if attempt.handed_off:
+                reason = f"no confirmation within {self._timeout:g} s (publish_timeout)"
+            else:
+                reason = f"the broker could not be reached within {self._timeout:g} s"
+            raise PublishError(
+                job_id, self._where, reason, maybe_sent=attempt.handed_off
+            ) from None
+        except _REFUSALS as exc:
+            reason = f"the broker refused it: {exc}"
+            raise PublishError(job_id, self._where, reason, maybe_sent=False) from exc
+        except _LOST as exc:  # only once closing: otherwise a loss is retried
+            reason = f"the producer shut down ({type(exc).__name__}: {exc})"
+            raise PublishError(
+                job_id, self._where, reason, maybe_sent=attempt.handed_off
+            ) from exc
+
+    async def _publish_all(self, attempt: Attempt, messages: Sequence[Outgoing]) -> None:
+        failures = 0
+        index = 0
+        while index < len(messages):
+            if self._closed and not attempt.handed_off:
+                msg = "the producer is shutting down"
+                raise ConnectionAbortedError(msg)
+            channel = None
+            try:
+                channel = await self._ready_channel()
+                message = messages[index]
+                for entity in message.declare:
+                    await self._declare(channel, entity)
+                if index == 0 and not attempt.hand_off():
+                    raise asyncio.CancelledError
+                await channel.basic_publish(
+                    message.body_bytes,
+                    exchange=message.exchange,
+                    routing_key=message.routing_key,
+                    properties=properties_of(message),
+                    mandatory=index == 0 and self._confirms,
+                )
+                index += 1
+                self._lost_logged = False
+            except _REFUSALS as exc:
+                self._forget_channel(channel)
+                if index == 0:
+                    raise
+                # Celery's task-sent event is best effort, as in Celery.
+                logger.warning("The task-sent event was not published: %s", exc)
+                return
+            except _LOST as exc:
+                if self._closed:
+                    raise
+                self._forget_connection(channel)
+                delay = _RECONNECT_SECONDS[min(failures, len(_RECONNECT_SECONDS) - 1)]
+                failures += 1
+                if not self._lost_logged:
+                    self._lost_logged = True
+                    logger.warning(
+                        "Publishing to %s failed (%s: %s); reconnecting",
+                        self._where,
+                        type(exc).__name__,
+                        exc,
+                    )
+                await asyncio.sleep(delay)
+
+    async def _ready_channel(self) -> AbstractChannel:
+        channel = self._channel
+        if channel is not None and not channel.is_closed:
+            return channel
+        lock = self._connecting
+        if lock is None:
+            lock = self._connecting = asyncio.Lock()
+        async with lock:
+            channel = self._channel
+            if channel is not None and not channel.is_closed:
+                return channel
+            connection = self._connection
+            if connection is None or connection.is_closed:
+                connection = await aiormq.connect(
+                    self._url,
+                    client_properties={"connection_name": f"jobify-celery producer {os.getpid()}"},
+                )
+                self._connection = connection
+                self._declared = set()
+            try:
+                channel = await connection.channel(publisher_confirms=self._confirms)
+            except RuntimeError as exc:  # aiormq: the connection closed meanwhile
+                self._connection = None
+                raise ConnectionAbortedError(str(exc)) from exc
+            self._channel = channel
+            return channel
+
+    async def _declare(self, channel: AbstractChannel, entity: Any) -> None:  # noqa: ANN401
+        """Declare ``entity`` as kombu's ``maybe_declare`` would before a publish."""
+        cacheable = bool(getattr(entity, "can_cache_declaration", False))
+        ident = hash(entity)
+        if cacheable and ident in self._declared:
+            return
+        for call, kwargs in declare_calls(entity):
+            await _replay_declare(channel, call, kwargs)
+        if cacheable:
+            self._declared.add(ident)
+
+    def _forget_channel(self, channel: AbstractChannel | None) -> None:
+        if channel is not None and self._channel is channel:
+            self._channel = None
+
+    def _forget_connection(self, channel: AbstractChannel | None) -> None:
+        """Drop the connection ``channel`` was on, unless a newer one replaced it."""
+        if channel is not None and channel is not self._channel:
+            return  # a failure on a connection already replaced
+        connection, self._connection = self._connection, None
+        self._channel = None
+        if connection is not None and not connection.is_closed:
+            closing = asyncio.ensure_future(connection.close())
+            closing.add_done_callback(_quietly)
+
+
+def _quietly(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
