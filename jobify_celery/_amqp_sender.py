@@ -32,6 +32,7 @@ from urllib.parse import quote
 
 import aiormq
 import aiormq.exceptions
+from kombu.transport.base import to_rabbitmq_queue_arguments
 from pamqp import commands as spec
 
 from jobify_celery._amqp_table import encode_table
@@ -108,6 +109,11 @@ class _DeclareRecorder:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    @staticmethod
+    def prepare_queue_arguments(arguments: Any, **options: Any) -> Any:  # noqa: ANN401
+        """Turn kombu's queue options into RabbitMQ's ``x-`` arguments, as py-amqp does."""
+        return to_rabbitmq_queue_arguments(arguments, **options)
 
     def exchange_declare(self, **kwargs: Any) -> None:  # noqa: ANN401
         self.calls.append(("exchange_declare", kwargs))

@@ -28,6 +28,7 @@ from jobify import Jobify
 from jobify.serializers import ExtendedJSONSerializer
 
 from jobify_celery._capture import Capture
+from jobify_celery._celery_traps import keep_prefetch_after_reconnect
 from jobify_celery._codec import ValueCodec, tagged_classes, wire_signature
 from jobify_celery._errors import AppBindingError
 from jobify_celery._jobify import (
@@ -406,7 +407,7 @@ class JobifyCelery:
         if getattr(sender, "app", None) is not self.celery_app:
             return
         self._hostnames.add(str(sender.hostname))
-        problem = store_retry_problem(self.celery_app.backend)
+        problem = store_retry_problem(sender.app.backend)
         if problem is not None:
             logger.warning(problem)
 
@@ -422,6 +423,7 @@ class JobifyCelery:
     def _on_worker_ready(self, sender: Any = None, **_: Any) -> None:  # noqa: ANN401
         if getattr(sender, "app", None) is not self.celery_app:
             return
+        keep_prefetch_after_reconnect(sender.app.conf, getattr(sender, "pool", None))
         if not isinstance(getattr(sender, "pool", None), PreforkPool):
             self._start_runtime()
 

@@ -17,7 +17,7 @@ from jobify import JobStatus
 from jobify.exceptions import JobFailedError
 
 from jobify_celery import ResultUnavailableError
-from tests.apps import tally
+from tests.apps.tally import default as tally
 from tests.integration.workers import WorkerProcess
 
 if TYPE_CHECKING:
@@ -40,8 +40,8 @@ def tally_worker(
     process = WorkerProcess(
         app_path="tests.apps.tally:celery_app",
         celery_app=tally.celery_app,
-        queues=[tally.QUEUE],
-        node=f"{tally.QUEUE}-{request.param}-{uuid.uuid4().hex[:6]}@test",
+        queues=[tally.queue],
+        node=f"{tally.queue}-{request.param}-{uuid.uuid4().hex[:6]}@test",
         pool=request.param,
         concurrency=2 if request.param == "prefork" else 8,
         log_path=tmp_path / "worker.log",
@@ -127,8 +127,8 @@ def test_a_prefork_worker_leaves_the_app_within_a_second_of_sigterm(
     worker = WorkerProcess(
         app_path="tests.apps.tally:celery_app",
         celery_app=tally.celery_app,
-        queues=[tally.QUEUE],
-        node=f"{tally.QUEUE}-sigterm-{uuid.uuid4().hex[:6]}@test",
+        queues=[tally.queue],
+        node=f"{tally.queue}-sigterm-{uuid.uuid4().hex[:6]}@test",
         pool="prefork",
         concurrency=8,
         log_path=tmp_path / "worker.log",

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import importlib.metadata
+from typing import TYPE_CHECKING
 
-import pytest
 from celery import Celery
 from celery.backends import redis as celery_redis
 
 from jobify_celery._store import store_retry_problem
+
+if TYPE_CHECKING:
+    import pytest
 
 
 def _backend() -> celery_redis.RedisBackend:
