@@ -1,10 +1,21 @@
-"""Publish: N ``push()`` (one outer middleware) vs N ``apply_async``, one producer.
+"""Publish: ``push()`` (one outer middleware) beside ``apply_async``, one producer process.
 
     python -m benchmarks.publish [--tasks 20000] [--rounds 3] [--quick]
 
-No worker consumes: queues are purged after each round. Both reuse the
-producer's pooled broker connection. Within a round the two systems publish
-in alternating chunks of 500, so machine-level stalls hit both alike.
+Five ways to publish N messages, in alternating chunks of 500 so that the
+machine's stalls hit all alike:
+
+* ``celery``: ``apply_async``, one after another (blocking; no confirms: it
+  returns once the message is written to the socket);
+* ``push one by one``: ``await push()`` one after another, with publisher
+  confirms (the default), and without them (``publish_confirms=False``);
+* ``push 100 at a time``: 100 pushes in flight at once (a web app serving
+  concurrent requests), with and without confirms.
+
+For each push variant it also reports the event loop's longest stall: how
+late a 1 ms timer fired while the pushes ran (``apply_async`` blocks the loop
+for its whole call, so it has none to report). No worker consumes; queues are
+purged after each round.
 """
 
 from __future__ import annotations
@@ -14,20 +25,78 @@ import asyncio
 import os
 import statistics
 import time
+from typing import Any
 
 os.environ.setdefault("BENCH_QUEUE", f"jobify-celery-bench-{os.getpid()}")
 
+from jobify import Jobify
+
 from benchmarks import apps, plain
+from benchmarks._celery import bench_celery_app
 from benchmarks._worker import delete_queue, purge
+from jobify_celery import JobifyCelery
 
 CHUNK = 500
+IN_FLIGHT = 100
+
+unconfirmed_celery = bench_celery_app("bench_unconfirmed", f"{apps.QUEUE}.unconfirmed")
+unconfirmed = Jobify(storage=False, outer_middleware=[apps.PassThrough()])
+JobifyCelery(unconfirmed, unconfirmed_celery, publish_confirms=False)
 
 
-async def _round(n: int) -> dict[str, float]:
-    spent = {"celery": 0.0, "jobify": 0.0}
-    async with apps.app:
-        await apps.jobify_noop.push()
+@unconfirmed.task(name="bench.jobify_noop")
+async def unconfirmed_noop() -> None:
+    return None
+
+
+class _Stalls:
+    """The longest delay of a 1 ms timer while it runs."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            await asyncio.sleep(0.001)
+            self.longest = max(self.longest, loop.time() - started - 0.001)
+
+
+async def _one_by_one(route: Any, count: int) -> None:
+    for _ in range(count):
+        await route.push()
+
+
+async def _in_flight(route: Any, count: int) -> None:
+    for start in range(0, count, IN_FLIGHT):
+        await asyncio.gather(*(route.push() for _ in range(min(IN_FLIGHT, count - start))))
+
+
+VARIANTS = {
+    "push one by one": (apps.jobify_noop, _one_by_one),
+    "push one by one, no confirms": (unconfirmed_noop, _one_by_one),
+    "push 100 at a time": (apps.jobify_noop, _in_flight),
+    "push 100 at a time, no confirms": (unconfirmed_noop, _in_flight),
+}
+
+
+async def _round(n: int) -> tuple[dict[str, float], dict[str, float]]:
+    spent = dict.fromkeys(["celery", *VARIANTS], 0.0)
+    stalls = dict.fromkeys(VARIANTS, 0.0)
+    async with apps.app, unconfirmed:
+        # Connections made and queues declared before the clock runs.
         plain.plain_noop.apply_async()
+        for route, _ in VARIANTS.values():
+            await route.push()
         done = 0
         while done < n:
             chunk = min(CHUNK, n - done)
@@ -35,14 +104,19 @@ async def _round(n: int) -> dict[str, float]:
             for _ in range(chunk):
                 plain.plain_noop.apply_async()
             spent["celery"] += time.perf_counter() - started
-            started = time.perf_counter()
-            for _ in range(chunk):
-                await apps.jobify_noop.push()
-            spent["jobify"] += time.perf_counter() - started
+            for name, (route, publish) in VARIANTS.items():
+                meter = _Stalls()
+                meter.start()
+                started = time.perf_counter()
+                await publish(route, chunk)
+                spent[name] += time.perf_counter() - started
+                meter.stop()
+                stalls[name] = max(stalls[name], meter.longest)
             done += chunk
     purge(plain.celery_app, plain.QUEUE)
     purge(apps.celery_app, apps.QUEUE)
-    return {system: n / seconds for system, seconds in spent.items()}
+    purge(unconfirmed_celery, f"{apps.QUEUE}.unconfirmed")
+    return {system: n / seconds for system, seconds in spent.items()}, stalls
 
 
 def main() -> None:
@@ -52,19 +126,29 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     n, rounds = (2_000, 2) if args.quick else (args.tasks, args.rounds)
-    rates: dict[str, list[float]] = {"celery": [], "jobify": []}
+    rates: dict[str, list[float]] = {}
+    worst: dict[str, float] = {}
     for _ in range(rounds):
-        for system, rate in asyncio.run(_round(n)).items():
-            rates[system].append(rate)
+        round_rates, stalls = asyncio.run(_round(n))
+        for system, rate in round_rates.items():
+            rates.setdefault(system, []).append(rate)
+        for system, stall in stalls.items():
+            worst[system] = max(worst.get(system, 0.0), stall)
     delete_queue(plain.celery_app, plain.QUEUE)
     delete_queue(apps.celery_app, apps.QUEUE)
+    delete_queue(unconfirmed_celery, f"{apps.QUEUE}.unconfirmed")
     median = {k: statistics.median(v) for k, v in rates.items()}
-    print(f"publish: {n} messages each, one producer, RabbitMQ, {rounds} round(s)")
-    for system, label in (("celery", "celery apply_async"), ("jobify", "jobify push (+1 outer)")):
+    print(f"publish: {n} messages each way, one producer, RabbitMQ, {rounds} round(s)")
+    print(f"  {'celery apply_async':34} {median['celery']:8.0f} msg/s")
+    for name in VARIANTS:
         print(
-            f"  {label:24} {median[system]:8.0f} msg/s  rounds {[round(r) for r in rates[system]]}"
+            f"  {'jobify ' + name:34} {median[name]:8.0f} msg/s  "
+            f"x{median[name] / median['celery']:.2f} of apply_async  "
+            f"longest loop stall {worst[name] * 1000:.1f} ms"
         )
-    print(f"  ratio jobify/celery: {median['jobify'] / median['celery']:.2f}  (goal >= 0.90)")
+    for mode in ("push one by one", "push 100 at a time"):
+        cost = 1 - median[mode] / median[f"{mode}, no confirms"]
+        print(f"  confirms cost ({mode}): {cost * 100:.0f}% of throughput")
 
 
 if __name__ == "__main__":

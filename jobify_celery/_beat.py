@@ -141,7 +141,12 @@ class BeatEngine:
         self._fire_due()
         if time.monotonic() >= self._next_reload:
             self._reload()
-            self._read_outcomes()
+            try:
+                self._read_outcomes()
+            except Exception:  # a backend blip must not stop beat
+                logger.warning(
+                    "Cannot read the outcomes of cron runs; trying again", exc_info=True
+                )
             self._next_reload = time.monotonic() + self._reload_every
         return self._sleep_for()
 
@@ -309,7 +314,15 @@ class BeatEngine:
             # Written before publishing: a standby taking over never re-fires.
             self._save(entry)
             for tick, task_id in zip(ticks, task_ids, strict=True):
-                self._publish(entry, tick, task_id)
+                try:
+                    self._publish(entry, tick, task_id)
+                except Exception:  # as Celery's beat does: log, go on
+                    logger.exception(
+                        "Cron %r: run %d (planned %s) could not be published and is lost",
+                        entry.job_id,
+                        tick.run,
+                        tick.planned.isoformat(),
+                    )
             if state.finished(entry.cron):
                 finished.append(entry.job_id)
         for job_id in finished:

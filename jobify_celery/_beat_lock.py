@@ -69,6 +69,7 @@ class RedisLock:
         self._ttl_ms = int(ttl * 1000)
         self._token = uuid.uuid4().hex
         self._held = False
+        self._unreachable = False
 
     def hold(self) -> bool:
         """Renew the lease if held, else try to take it."""
@@ -77,9 +78,18 @@ class RedisLock:
             if self._held and client.eval(_RENEW, 1, self._key, self._token, self._ttl_ms):
                 return True
             self._held = bool(client.set(self._key, self._token, nx=True, px=self._ttl_ms))
-        except Exception:
-            logger.warning("Cannot reach Redis for the beat lock", exc_info=True)
+        except Exception as exc:
+            # Once per outage with its cause; then quietly, twice a second.
+            if not self._unreachable:
+                logger.warning("Cannot reach Redis for the beat lock", exc_info=True)
+            else:
+                logger.debug("Redis still unreachable for the beat lock: %s", exc)
+            self._unreachable = True
             self._held = False
+            return False
+        if self._unreachable:
+            logger.info("Redis answers again for the beat lock")
+            self._unreachable = False
         return self._held
 
     def release(self) -> None:

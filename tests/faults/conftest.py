@@ -12,6 +12,7 @@ import uuid
 from typing import TYPE_CHECKING, Any, Self
 
 import pytest
+from amqp.exceptions import NotFound
 from kombu import Connection
 
 from tests.apps import tally as tally_module
@@ -47,9 +48,12 @@ def proxied_broker_url(proxy: TcpProxy) -> str:
 
 
 def queue_depth(queue: str) -> int:
-    """Messages ready in ``queue``, read straight from the shared RabbitMQ."""
+    """Messages ready in ``queue``, read straight from the shared RabbitMQ (0: no queue)."""
     with Connection(BROKER_URL) as conn:
-        _, count, _ = conn.default_channel.queue_declare(queue, passive=True)
+        try:
+            _, count, _ = conn.default_channel.queue_declare(queue, passive=True)
+        except NotFound:
+            return 0
         return int(count)
 
 
