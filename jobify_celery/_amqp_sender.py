@@ -249,6 +249,14 @@ class AmqpSender:
             raise PublishError(
                 job_id, self._where, reason, maybe_sent=attempt.handed_off
             ) from exc
+        except asyncio.CancelledError:
+            if not self._closed or attempt.withdrawn:
+                raise
+            # Ended by close(): the pusher gets the outcome, not a cancel it never asked for.
+            reason = "the producer shut down before the broker confirmed it"
+            raise PublishError(
+                job_id, self._where, reason, maybe_sent=attempt.handed_off
+            ) from None
 
     async def _publish_all(self, attempt: Attempt, messages: Sequence[Outgoing]) -> None:
         failures = 0

@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from jobify import JobStatus
 
-from jobify_celery import ResultUnavailableError
-from tests.faults.conftest import queue_depth
+from jobify_celery import PublishError, ResultUnavailableError
+from tests.faults.conftest import proxied_broker_url, queue_depth
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from tests.apps.tally import Tally
+    from tests.faults.proxy import TcpProxy
     from tests.faults.redis_server import PrivateRedis
     from tests.integration.workers import WorkerProcess
 
@@ -114,3 +115,39 @@ def test_a_backend_down_longer_than_the_bound_fails_the_waits_not_the_jobs(
     while job.id not in tally.finished(ns) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert tally.finished(ns).get(job.id) == 1
+
+
+@pytest.mark.parametrize("outage", ["broker stalls", "result backend dies"])
+def test_leaving_the_app_during_an_outage_is_bounded(
+    outage: str,
+    broker_proxy: TcpProxy,
+    private_redis: PrivateRedis,
+    make_tally: Callable[..., Tally],
+) -> None:
+    tally = make_tally(
+        broker_url=proxied_broker_url(broker_proxy),
+        result_backend=private_redis.url,
+        expiring_queue=False,
+    )
+
+    async def scenario() -> float:
+        async with tally.app:
+            jobs = [await tally.work.push("o") for _ in range(20)]  # followed, never run
+            await asyncio.sleep(0.2)
+            if outage == "broker stalls":
+                broker_proxy.stall()
+                in_flight = asyncio.ensure_future(tally.work.push("o"))
+                await asyncio.sleep(0.2)
+            else:
+                private_redis.kill()
+                in_flight = None
+                await asyncio.sleep(0.5)
+            started = time.monotonic()
+        took = time.monotonic() - started
+        if in_flight is not None:
+            with pytest.raises(PublishError, match="shut down"):
+                await in_flight
+        assert all(isinstance(job.exception, ResultUnavailableError) for job in jobs)
+        return took
+
+    assert asyncio.run(scenario()) <= 1.5
