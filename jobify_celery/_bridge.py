@@ -17,7 +17,6 @@ import asyncio
 import functools
 import inspect
 import logging
-import math
 import typing
 from typing import TYPE_CHECKING, Any, Final
 
@@ -42,6 +41,7 @@ from jobify_celery._jobify import (
 from jobify_celery._names import route_table
 from jobify_celery._options import (
     celery_task_options,
+    is_positive_seconds,
     publish_options_of,
     validate_route_options,
 )
@@ -448,12 +448,7 @@ class JobifyCelery:
 def _check_seconds(name: str, value: object, *, optional: bool = False) -> None:
     if value is None and optional:
         return
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value <= 0
-    ):
+    if not is_positive_seconds(value):
         msg = f"JobifyCelery({name}=...) must be a positive number of seconds, got {value!r}"
         raise ValueError(msg)
 

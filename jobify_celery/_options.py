@@ -24,6 +24,7 @@ __all__ = (
     "PUBLISH_OPTIONS",
     "TIME_LIMIT_GRACE",
     "celery_task_options",
+    "is_positive_seconds",
     "publish_options_of",
     "retry_policy",
     "validate_route_options",
@@ -82,12 +83,7 @@ def validate_route_options(
     if retry is not None:
         _check_retry(name, retry)
     timeout = options.get("timeout")
-    if timeout is not None and (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, (int, float))
-        or not math.isfinite(timeout)
-        or timeout <= 0
-    ):
+    if timeout is not None and not is_positive_seconds(timeout):
         msg = f"route {name!r}: timeout must be a positive number of seconds, got {timeout!r}"
         raise ValueError(msg)
     metadata = options.get("metadata") or {}
@@ -103,6 +99,16 @@ def validate_route_options(
                 f"known: {sorted(CELERY_TASK_OPTIONS)}"
             )
             raise ValueError(msg)
+
+
+def is_positive_seconds(value: object) -> bool:
+    """Tell whether ``value`` is a finite, positive number of seconds (not a bool)."""
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, (int, float))
+        and math.isfinite(value)
+        and value > 0
+    )
 
 
 def _check_cron(

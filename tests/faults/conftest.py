@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from typing import TYPE_CHECKING, Any, Self
 
@@ -41,6 +42,16 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     server = PrivateRedis(tmp_path)
     yield server
     server.close()
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str = "condition") -> None:
+    """Poll ``check`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            msg = f"{what}: not reached in {timeout:.0f} s"
+            raise AssertionError(msg)
+        time.sleep(0.05)
 
 
 def proxied_broker_url(proxy: TcpProxy) -> str:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.apps.tally import worker_env
+from tests.faults.conftest import wait_until
 from tests.integration.workers import BeatProcess
 
 if TYPE_CHECKING:
@@ -32,15 +33,6 @@ def beats() -> Iterator[list[BeatProcess]]:
     yield started
     for process in started:
         process.stop()
-
-
-def _wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            msg = f"{what}: not reached in {timeout:.0f} s"
-            raise AssertionError(msg)
-        time.sleep(0.1)
 
 
 def test_no_tick_fires_twice_across_a_takeover_and_a_redis_restart(
@@ -73,16 +65,16 @@ def test_no_tick_fires_twice_across_a_takeover_and_a_redis_restart(
         return max((int(run) for run in ticks()), default=0)
 
     first = start_beat()
-    _wait_until(lambda: HOLDS in first.log(), 20, "the first beat holds the lock")
+    wait_until(lambda: HOLDS in first.log(), 20, "the first beat holds the lock")
     second = start_beat()
-    _wait_until(lambda: latest() >= 4, 30, "4 ticks")
+    wait_until(lambda: latest() >= 4, 30, "4 ticks")
 
     # The holder dies (no clean release): the standby takes over after the lease.
     os.killpg(first.pid, signal.SIGKILL)
     first.process.wait(10)
     before_takeover = latest()
-    _wait_until(lambda: HOLDS in second.log(), 20, "the standby takes the lock")
-    _wait_until(lambda: latest() >= before_takeover + 3, 30, "ticks after the takeover")
+    wait_until(lambda: HOLDS in second.log(), 20, "the standby takes the lock")
+    wait_until(lambda: latest() >= before_takeover + 3, 30, "ticks after the takeover")
 
     # The lock's Redis goes away for 2 s; a new standby joins meanwhile.
     private_redis.kill()
@@ -90,7 +82,7 @@ def test_no_tick_fires_twice_across_a_takeover_and_a_redis_restart(
     time.sleep(2.0)
     private_redis.start()
     before_restart = latest()
-    _wait_until(lambda: latest() >= before_restart + 4, 40, "ticks after the Redis restart")
+    wait_until(lambda: latest() >= before_restart + 4, 40, "ticks after the Redis restart")
     time.sleep(2.0)
 
     counted = ticks()

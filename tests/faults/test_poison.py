@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import pickle
-import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +16,7 @@ import pytest
 from celery.result import AsyncResult
 from kombu import Connection, Producer
 
-from tests.faults.conftest import queue_depth
+from tests.faults.conftest import queue_depth, wait_until
 from tests.servers import BROKER_URL
 
 if TYPE_CHECKING:
@@ -77,13 +76,6 @@ def _call(args: list[Any]) -> list[Any]:
     return [args, {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
 
 
-def _wait_for(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
-
-
 @pytest.mark.parametrize("pool", ["prefork", "threads"])
 def test_poison_is_settled_once_and_the_next_job_runs(
     pool: str,
@@ -122,12 +114,12 @@ def test_poison_is_settled_once_and_the_next_job_runs(
 
     good = asyncio.run(good_job())
     assert good in tally.finished(ns)
-    _wait_for(lambda: queue_depth(queue) == 0)
+    wait_until(lambda: queue_depth(queue) == 0, 30)
 
     # Arguments that do not load: one failed attempt each, retry route included.
     for task_id, parameter in ((arity, None), (decimal, "amount"), (shade, "shade")):
         result = AsyncResult(task_id, app=app)
-        _wait_for(lambda r=result: r.state == "FAILURE")
+        wait_until(lambda r=result: r.state == "FAILURE", 30)
         assert type(result.result).__name__ == "ArgumentLoadError", result.result
         if parameter is not None:
             assert f"parameter {parameter!r}" in str(result.result)
@@ -144,7 +136,7 @@ def test_poison_is_settled_once_and_the_next_job_runs(
 
     # A bad header: the job runs, and the log names the task and the problem.
     for task_id in header_jobs.values():
-        _wait_for(lambda t=task_id: tally.finished(ns).get(t) == 1)
+        wait_until(lambda t=task_id: tally.finished(ns).get(t) == 1, 30)
     log = worker.log()
     assert f"tally.work[{header_jobs['not-json']}]: the jobify header is not JSON" in log
     assert "request_state is a list" in log

@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.faults.conftest import proxied_broker_url
+from tests.faults.conftest import proxied_broker_url, wait_until
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -33,15 +32,6 @@ POOLS = ["prefork", "threads"]
 
 def _concurrency(pool: str) -> int:
     return 2 if pool == "prefork" else 8
-
-
-def _wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            msg = f"{what}: not reached in {timeout:.0f} s"
-            raise AssertionError(msg)
-        time.sleep(0.05)
 
 
 def _push_all(tally: Tally, ns: str, count: int, seconds: float = 0.0) -> list[str]:
@@ -80,9 +70,9 @@ def test_broker_connection_drops_lose_no_job(
     ns = uuid.uuid4().hex[:10]
     sent = _push_all(tally, ns, 2000)
     for drop_at in (300, 900):
-        _wait_until(lambda n=drop_at: len(tally.finished(ns)) >= n, 60, f"{drop_at} finished")
+        wait_until(lambda n=drop_at: len(tally.finished(ns)) >= n, 60, f"{drop_at} finished")
         broker_proxy.drop()
-    _wait_until(lambda: len(tally.finished(ns)) >= len(sent), 90, "every job finished")
+    wait_until(lambda: len(tally.finished(ns)) >= len(sent), 90, "every job finished")
     lost, twice = _report(sent, tally.finished(ns))
     assert lost == 0
     assert twice <= 2 * _concurrency(pool) * 4  # at most what was in flight at the drops
@@ -101,11 +91,11 @@ def test_a_worker_killed_mid_batch_loses_no_job(
     first = start_tally_worker(tally, pool=pool, concurrency=_concurrency(pool))
     ns = uuid.uuid4().hex[:10]
     sent = _push_all(tally, ns, 1000, 0.005)
-    _wait_until(lambda: len(tally.finished(ns)) >= 400, 60, "400 finished")
+    wait_until(lambda: len(tally.finished(ns)) >= 400, 60, "400 finished")
     os.killpg(first.pid, signal.SIGKILL)
     first.process.wait(10)
     start_tally_worker(tally, pool=pool, concurrency=_concurrency(pool))
-    _wait_until(lambda: len(tally.finished(ns)) >= len(sent), 90, "every job finished")
+    wait_until(lambda: len(tally.finished(ns)) >= len(sent), 90, "every job finished")
     lost, twice = _report(sent, tally.finished(ns))
     assert lost == 0
     assert twice <= 200  # what the killed worker had taken but not acknowledged
