@@ -21,7 +21,6 @@ from jobify import JobStatus
 from jobify.exceptions import DuplicateJobError
 
 from jobify_celery._codec import HEADER_KEY, encode_call, encode_header
-from jobify_celery._coerce import CoercionError
 from jobify_celery._errors import (
     AppBindingError,
     NoResultBackendError,
@@ -43,16 +42,16 @@ from jobify_celery._outcome import read_meta
 from jobify_celery._supersede import new_token, record_cancel, record_current_publish
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Coroutine
     from zoneinfo import ZoneInfo
 
     from celery import Celery
     from jobify import Job, Jobify, OuterContext
 
-    from jobify_celery._capture import Capture
+    from jobify_celery._capture import Capture, Outgoing
     from jobify_celery._codec import ValueCodec
     from jobify_celery._results import Watcher
-    from jobify_celery._senders import Attempt, Sender
+    from jobify_celery._senders import Sender
 
 T = TypeVar("T")
 
@@ -142,7 +141,7 @@ class ResultHandle:
     stays the job's, and ``_supersede`` records which publish is current.
     """
 
-    __slots__ = ("_celery_app", "_session", "eta", "follower", "task_id")
+    __slots__ = ("_celery_app", "_session", "eta", "follower", "task_id", "token")
 
     def __init__(
         self,
@@ -156,6 +155,8 @@ class ResultHandle:
         self.task_id = task_id
         #: When the current publish is due (None: at once).
         self.eta = eta
+        #: The current publish's token (see _supersede).
+        self.token = ""
         self.follower: JobFollower | None = None
 
     def cancel(self) -> None:
@@ -228,7 +229,7 @@ class CronHandle:
 class Publisher:
     """The terminal step of a bridged app's outer middleware chain."""
 
-    __slots__ = ("_app", "_celery_app", "_codec", "_session_of")
+    __slots__ = ("_app", "_celery_app", "_codec", "_pending", "_session_of")
 
     def __init__(
         self,
@@ -242,6 +243,8 @@ class Publisher:
         self._celery_app = celery_app
         self._codec = codec
         self._session_of = session_of
+        #: Work finishing in the background (kept referenced until it ends).
+        self._pending: set[asyncio.Future[Any]] = set()
 
     async def __call__(self, context: OuterContext) -> asyncio.Handle:
         """Publish the job the outer chain let through."""
@@ -286,28 +289,65 @@ class Publisher:
             task, args, kwargs, task_id=job.id, eta=eta, headers=headers
         )
         if replaced is not None:
-            # Record the new publish as current before sending it.
-            backend = self._celery_app.backend
-            delay = _seconds_until(eta)
-            await session.off_loop(
-                job.id,
-                "recording the replace in the result backend",
-                lambda: record_current_publish(backend, job.id, token, delay),
-            )
+            await self._replace(session, replaced, messages, token, eta)
+            job.status = JobStatus.SCHEDULED
+            return cast("asyncio.Handle", replaced)
+        # Tracked and followed before anything is sent: the subscription to
+        # the job's result leaves ahead of its message (see _results).
+        handle = self._track(job, session, name, spec.result_type, eta, token)
         attempt = session.sender.start(messages, job.id)
         try:
             await asyncio.shield(cast("asyncio.Future[None]", attempt.task))
         except asyncio.CancelledError:
-            if not attempt.withdraw() and replaced is None:
-                # The message may be out already: the job stays findable
-                # (app.find_job), and fails if its publish does.
-                self._track(job, session, name, spec.result_type, eta, attempt)
+            if attempt.withdraw():
+                self._untrack(job, handle)  # nothing left this process
+            else:
+                # The message may be out: the job stays findable (app.find_job)
+                # and fails if its publish does.
+                cast("asyncio.Future[None]", attempt.task).add_done_callback(
+                    functools.partial(self._on_late_publish, job, handle)
+                )
             raise
-        if replaced is not None:
-            replaced.eta = eta
-            job.status = JobStatus.SCHEDULED
-            return cast("asyncio.Handle", replaced)
-        return cast("asyncio.Handle", self._track(job, session, name, spec.result_type, eta))
+        except BaseException:
+            self._untrack(job, handle)
+            raise
+        return cast("asyncio.Handle", handle)
+
+    async def _replace(
+        self,
+        session: ProducerSession,
+        handle: ResultHandle,
+        messages: list[Outgoing],
+        token: str,
+        eta: datetime | None,
+    ) -> None:
+        """Publish a pending job again for its new time; the old publish is skipped.
+
+        The new publish is recorded as current before it is sent; if the send
+        fails, the old one is made current again, so the job still runs at its
+        old time (and the caller gets the ``PublishError``).
+        """
+        backend = self._celery_app.backend
+        task_id, previous = handle.task_id, handle.token
+
+        def record(current: str, when: datetime | None) -> None:
+            record_current_publish(backend, task_id, current, _seconds_until(when))
+
+        what = "recording the replace in the result backend"
+        await session.off_loop(task_id, what, functools.partial(record, token, eta))
+        attempt = session.sender.start(messages, task_id)
+        restore = functools.partial(record, previous, handle.eta)
+        try:
+            await asyncio.shield(cast("asyncio.Future[None]", attempt.task))
+        except PublishError:
+            await session.off_loop(task_id, "restoring the replaced publish", restore)
+            raise
+        except asyncio.CancelledError:
+            if attempt.withdraw():
+                # Not sent: the old publish stays the one that runs.
+                self._background(session.off_loop(task_id, "restoring a publish", restore))
+            raise
+        handle.eta, handle.token = eta, token
 
     def _track(  # noqa: PLR0913, PLR0917
         self,
@@ -316,25 +356,34 @@ class Publisher:
         name: str,
         result_type: Any,  # noqa: ANN401
         eta: datetime | None,
-        in_flight: Attempt | None = None,
+        token: str,
     ) -> ResultHandle:
-        """Make a published job the caller's: tracked, followed, cancellable."""
+        """Make a job the caller's: tracked, followed, cancellable."""
         handle = ResultHandle(self._celery_app, session, job.id, eta)
+        handle.token = token
         tracker_of(self._app).register_job(job)
         job.bind_handle(cast("asyncio.Handle", handle))
         remote = make_remote(job)
         remote.status = JobStatus.SCHEDULED
         if session.watcher is not None:
             handle.follower = JobFollower(self, remote, result_type, name)
-            session.watcher.watch(job.id, handle.follower)
-        if in_flight is not None and in_flight.task is not None:
-            in_flight.task.add_done_callback(
-                functools.partial(self._on_late_publish, remote, handle)
-            )
+            session.watcher.watch(job.id, handle.follower, unpublished=True)
         return handle
 
+    def _background(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Finish ``work`` although its caller was cancelled; log how it ended badly."""
+        task = asyncio.ensure_future(work)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+        task.add_done_callback(_log_failure)
+
+    def _untrack(self, job: Job[Any], handle: ResultHandle) -> None:
+        """Undo ``_track`` for a job that was not published: it never existed."""
+        handle.cancel()
+        finish_job(self._app, job)
+
     def _on_late_publish(
-        self, job: RemoteJob, handle: ResultHandle, attempt: asyncio.Future[None]
+        self, job: Job[Any], handle: ResultHandle, attempt: asyncio.Future[None]
     ) -> None:
         """Fail the job if the publish its pusher stopped waiting for fails."""
         error = None if attempt.cancelled() else attempt.exception()
@@ -384,7 +433,7 @@ class Publisher:
         if outcome.status is JobStatus.SUCCESS:
             try:
                 value = self._codec.load(outcome.value, result_type)
-            except (CoercionError, TypeError, ValueError, KeyError) as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever a loader raises, the value is bad
                 error = ResultLoadError(
                     f"the result of task {name!r} does not load as its return "
                     f"annotation: {type(exc).__name__}: {exc}"
@@ -431,6 +480,11 @@ class JobFollower:
     def on_lost(self, reason: str) -> None:
         """End the job's wait: its result will not reach this producer."""
         self._publisher._on_lost(self._job, reason)  # noqa: SLF001
+
+
+def _log_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and (error := task.exception()) is not None:
+        logger.error("Background publish work failed: %s", error, exc_info=error)
 
 
 def _seconds_until(eta: datetime | None) -> float:

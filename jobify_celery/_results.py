@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from celery.backends.base import BaseKeyValueStoreBackend, DisabledBackend
 
 from jobify_celery._followers import Followers, Outage
+from jobify_celery._redis_pubsub import PubSubConnection
 from jobify_celery._tasks import stop_task
 
 if TYPE_CHECKING:
@@ -56,8 +57,10 @@ __all__ = (
 logger = logging.getLogger("jobify_celery.results")
 
 _SWEEP_SECONDS: Final = 5.0
-#: How long the pub/sub reader blocks before it looks at the stop flag again.
-_READ_SECONDS: Final = 0.25
+#: Shortest time between two subscription syncs while jobs keep coming.
+_COALESCE_SECONDS: Final = 0.001
+#: How long closing a connection may take.
+_CLOSE_SECONDS: Final = 0.25
 #: Bounds for a Redis that accepts connections but does not answer.
 _CONNECT_TIMEOUT: Final = 5.0
 _COMMAND_TIMEOUT: Final = 10.0
@@ -90,8 +93,13 @@ _IGNORED_REDIS_KEYS: Final = frozenset(
 class Watcher(Protocol):
     """Follows pending task ids until their result is stored."""
 
-    def watch(self, task_id: str, follower: Follower) -> None:
-        """Start handing ``follower`` each state stored for ``task_id``."""
+    def watch(self, task_id: str, follower: Follower, *, unpublished: bool = False) -> None:
+        """Start handing ``follower`` each state stored for ``task_id``.
+
+        ``unpublished``: the task's message is not sent yet, so no state can
+        be stored before the subscription the watch sends at once (no read of
+        the stored key is needed).
+        """
 
     def forget(self, task_id: str, follower: Follower) -> None:
         """Stop handing states of ``task_id`` to ``follower``."""
@@ -160,16 +168,33 @@ class RedisWatcher:
         self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
+        self._pubsub: PubSubConnection | None = None
         self._outage = Outage(outage_timeout)
         self._failures = 0
+        self._last_sync = 0.0
+        self._last_sweep = 0.0
         self._keep_alive_channel = f"jobify-celery-watcher-{uuid.uuid4().hex}"
 
-    def watch(self, task_id: str, follower: Follower) -> None:
-        """Follow ``task_id``; ``follower`` gets each state the worker stores."""
+    def watch(self, task_id: str, follower: Follower, *, unpublished: bool = False) -> None:
+        """Follow ``task_id``; ``follower`` gets each state the worker stores.
+
+        For a task not published yet (``unpublished``), the SUBSCRIBE leaves at
+        once, ahead of the task's message, so no state of it can be stored
+        before Redis has the subscription: no read of the key is needed. (The
+        sweep reads every pending key every few seconds all the same.)
+        """
         if self._stopping.is_set():
             follower.on_lost("the result watcher is closed (the app is shutting down)")
             return
         self._followers.add(task_id, follower)
+        pubsub = self._pubsub
+        if unpublished and pubsub is not None:
+            key = self._key(task_id)
+            if key in self._channels:
+                return
+            if pubsub.subscribe_now(key):
+                self._channels[key] = task_id
+                return
         self._to_subscribe.add(task_id)
         self._wakeup.set()
         if self._runner is None or self._runner.done():
@@ -213,14 +238,13 @@ class RedisWatcher:
             self._unsubscribe(task_id)
 
     async def _run(self) -> None:
-        import redis.asyncio as aioredis  # noqa: PLC0415
         from redis.exceptions import RedisError  # noqa: PLC0415
 
         loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
             try:
-                await self._session(aioredis.Redis(**self._params))
-            except (RedisError, OSError) as exc:
+                await self._session()
+            except (RedisError, OSError, TimeoutError) as exc:
                 if self._stopping.is_set():
                     return
                 now = loop.time()
@@ -239,77 +263,107 @@ class RedisWatcher:
         if dropped:
             logger.error("Gave up following %d job(s): %s", dropped, reason)
 
-    async def _session(self, client: Any) -> None:  # noqa: ANN401
-        pubsub = client.pubsub()
-        reader: asyncio.Task[None] | None = None
+    async def _session(self) -> None:
+        import redis.asyncio as aioredis  # noqa: PLC0415
+
+        params = self._params
+        client = aioredis.Redis(**params)  # MGET: results stored before a subscription
+        pubsub: PubSubConnection | None = None
         try:
-            await pubsub.subscribe(self._keep_alive_channel)
+            async with asyncio.timeout(params["socket_connect_timeout"]):
+                pubsub = await PubSubConnection.open(
+                    params.get("host", "localhost"),
+                    int(params.get("port", 6379)),
+                    on_message=self._on_message,
+                    username=params.get("username"),
+                    password=params.get("password"),
+                    keep_alive_channel=self._keep_alive_channel.encode(),
+                )
             self._outage.recovered()
             self._failures = 0
             self._channels.clear()
             self._to_unsubscribe.clear()
             self._to_subscribe.update(self._followers.ids())
-            reader = asyncio.get_running_loop().create_task(self._read(pubsub))
+            self._pubsub = pubsub
             while not self._stopping.is_set():
                 await self._sync_subscriptions(client, pubsub)
-                await self._wait_for_work(reader)
+                await self._wait_for_work(pubsub)
         finally:
-            if reader is not None:
-                reader.cancel()  # only hurries it: the flag ends its loop anyway
-            await stop_task(reader, _READ_SECONDS * 2, "the result watcher's reader")
-            await _closed(pubsub.aclose(), client.aclose())
+            self._pubsub = None
+            if pubsub is not None:
+                pubsub.close()
+            await _closed(client.aclose())
 
-    async def _wait_for_work(self, reader: asyncio.Task[None]) -> None:
-        waiter = asyncio.ensure_future(self._wakeup.wait())
-        try:
-            done, _ = await asyncio.wait(
-                {waiter, reader}, timeout=_SWEEP_SECONDS, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            waiter.cancel()
-        if reader in done:
-            reader.result()  # a lost connection raises here
+    def _on_message(self, channel: bytes, payload: bytes) -> None:
+        task_id = self._channels.get(channel)
+        if task_id is not None:
+            self._deliver(task_id, payload)
+
+    async def _wait_for_work(self, pubsub: PubSubConnection) -> None:
+        loop = asyncio.get_running_loop()
+        if not self._wakeup.is_set():
+            waiter = asyncio.ensure_future(self._wakeup.wait())
+            either: set[asyncio.Future[Any]] = {waiter, pubsub.closed}
+            try:
+                await asyncio.wait(
+                    either,
+                    timeout=_SWEEP_SECONDS,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                waiter.cancel()
+        if pubsub.closed.done():
             if self._stopping.is_set():
                 return
-            msg = "result channel closed"
+            pubsub.closed.result()  # a lost connection raises here
+            msg = "the result watcher's Redis connection ended"
             raise ConnectionError(msg)
-        if not done:
-            # Quiet for a while: read every pending key once, in case a
-            # published result was missed during a reconnect.
-            self._to_subscribe.update(self._followers.ids())
+        if loop.time() - self._last_sweep >= _SWEEP_SECONDS:
+            self._sweep(pubsub, loop.time())
+        # A burst of pushes shares one SUBSCRIBE and one MGET: the first job
+        # after a quiet spell is followed at once, the next ones at most
+        # _COALESCE_SECONDS after the previous sync.
+        wait = self._last_sync + _COALESCE_SECONDS - loop.time()
+        if wait > 0 and not self._stopping.is_set():
+            await asyncio.sleep(wait)
         self._wakeup.clear()
+        self._last_sync = loop.time()
 
-    async def _sync_subscriptions(self, client: Any, pubsub: Any) -> None:  # noqa: ANN401
+    def _sweep(self, pubsub: PubSubConnection, now: float) -> None:
+        """Every few seconds: check the server answers, and read every pending key once.
+
+        A result published while no subscription was in place (during a
+        reconnect) is found by the reads; a server that stopped answering
+        (a stalled network) ends the session, so the outage is counted.
+        """
+        if not pubsub.answered:
+            msg = f"Redis did not answer a PING within {_SWEEP_SECONDS:g} s"
+            raise TimeoutError(msg)
+        pubsub.ping()
+        self._last_sweep = now
+        self._to_subscribe.update(self._followers.ids())
+
+    async def _sync_subscriptions(self, client: Any, pubsub: PubSubConnection) -> None:  # noqa: ANN401
         if self._to_unsubscribe:
             channels = list(self._to_unsubscribe)
             self._to_unsubscribe.clear()
-            await pubsub.unsubscribe(*channels)
+            pubsub.unsubscribe(*channels)
         while self._to_subscribe and not self._stopping.is_set():
-            batch = [t for t in self._to_subscribe if t in self._followers][:_MGET_BATCH]
-            self._to_subscribe.difference_update(batch)
-            self._to_subscribe.intersection_update(self._followers.ids())
+            # Only the ids waiting here are looked at: never every id followed.
+            followed = [t for t in self._to_subscribe if t in self._followers]
+            batch = followed[:_MGET_BATCH]
+            self._to_subscribe = set(followed[_MGET_BATCH:])
             if not batch:
                 continue
             keys = [self._key(t) for t in batch]
             fresh = [k for k in keys if k not in self._channels]
             for key, task_id in zip(keys, batch, strict=True):
                 self._channels[key] = task_id
-            if fresh:
-                await pubsub.subscribe(*fresh)
+            # Subscribed first, read second: a state stored in between is in
+            # one or the other, never lost.
+            await pubsub.subscribe(*fresh)
             for task_id, payload in zip(batch, await client.mget(keys), strict=True):
                 self._deliver(task_id, payload)
-
-    async def _read(self, pubsub: Any) -> None:  # noqa: ANN401
-        while not self._stopping.is_set():
-            message = await pubsub.get_message(
-                ignore_subscribe_messages=True, timeout=_READ_SECONDS
-            )
-            if message is None or message.get("type") != "message":
-                continue
-            channel = message.get("channel")
-            task_id = self._channels.get(channel) if isinstance(channel, bytes) else None
-            if task_id is not None:
-                self._deliver(task_id, message.get("data"))
 
 
 class PollingWatcher:
@@ -326,8 +380,9 @@ class PollingWatcher:
         self._stopping = asyncio.Event()
         self._outage = Outage(outage_timeout)
 
-    def watch(self, task_id: str, follower: Follower) -> None:
+    def watch(self, task_id: str, follower: Follower, *, unpublished: bool = False) -> None:
         """Follow ``task_id``; ``follower`` gets each state the worker stores."""
+        del unpublished  # every read is a full read here
         if self._stopping.is_set():
             follower.on_lost("the result watcher is closed (the app is shutting down)")
             return
@@ -390,7 +445,7 @@ async def _closed(*closing: Any) -> None:  # noqa: ANN401
     """Close connections, giving up on any that does not close within a bound."""
     tasks = [asyncio.ensure_future(coro) for coro in closing]
     for task in tasks:
-        await stop_task(task, _READ_SECONDS, "a Redis connection's close", cancel=False)
+        await stop_task(task, _CLOSE_SECONDS, "a Redis connection's close", cancel=False)
 
 
 def read_metas(backend: Backend, ids: list[str]) -> list[tuple[str, dict[str, Any]]]:
