@@ -6,7 +6,9 @@ Five ways to publish N messages, in alternating chunks of 500 so that the
 machine's stalls hit all alike:
 
 * ``celery``: ``apply_async``, one after another (blocking; no confirms: it
-  returns once the message is written to the socket);
+  returns once the message is written to the socket), and the same with
+  Celery's own publisher confirms (``confirm_publish``: the guarantee a
+  confirmed push gives);
 * ``push one by one``: ``await push()`` one after another, with publisher
   confirms (the default), and without them (``publish_confirms=False``);
 * ``push 100 at a time``: 100 pushes in flight at once (a web app serving
@@ -15,7 +17,11 @@ machine's stalls hit all alike:
 For each push variant it also reports the event loop's longest stall: how
 late a 1 ms timer fired while the pushes ran (``apply_async`` blocks the loop
 for its whole call, so it has none to report). No worker consumes; queues are
-purged after each round.
+purged after each round. Both sides keep following what they published for
+the whole round, as a producer does until results arrive: the pushed jobs in
+the app, the ``AsyncResult`` of each ``apply_async`` in a list. (So both pay
+for the heap they grow: Python's full garbage collections are the long loop
+stalls reported.)
 """
 
 from __future__ import annotations
@@ -38,6 +44,18 @@ from jobify_celery import JobifyCelery
 
 CHUNK = 500
 IN_FLIGHT = 100
+
+confirmed_plain = bench_celery_app(
+    "bench_plain_confirmed",
+    f"{plain.QUEUE}.confirmed",
+    broker_transport_options={"confirm_publish": True},
+)
+
+
+@confirmed_plain.task(name="bench.plain_noop")
+def confirmed_plain_noop() -> None:
+    return None
+
 
 unconfirmed_celery = bench_celery_app("bench_unconfirmed", f"{apps.QUEUE}.unconfirmed")
 unconfirmed = Jobify(storage=False, outer_middleware=[apps.PassThrough()])
@@ -89,21 +107,26 @@ VARIANTS = {
 }
 
 
+CELERY = {"celery": plain.plain_noop, "celery, confirm_publish": confirmed_plain_noop}
+
+
 async def _round(n: int) -> tuple[dict[str, float], dict[str, float]]:
-    spent = dict.fromkeys(["celery", *VARIANTS], 0.0)
+    spent = dict.fromkeys([*CELERY, *VARIANTS], 0.0)
     stalls = dict.fromkeys(VARIANTS, 0.0)
+    followed: list[Any] = []
     async with apps.app, unconfirmed:
         # Connections made and queues declared before the clock runs.
-        plain.plain_noop.apply_async()
+        for task in CELERY.values():
+            task.apply_async()
         for route, _ in VARIANTS.values():
             await route.push()
         done = 0
         while done < n:
             chunk = min(CHUNK, n - done)
-            started = time.perf_counter()
-            for _ in range(chunk):
-                plain.plain_noop.apply_async()
-            spent["celery"] += time.perf_counter() - started
+            for name, task in CELERY.items():
+                started = time.perf_counter()
+                followed.extend(task.apply_async() for _ in range(chunk))
+                spent[name] += time.perf_counter() - started
             for name, (route, publish) in VARIANTS.items():
                 meter = _Stalls()
                 meter.start()
@@ -113,7 +136,9 @@ async def _round(n: int) -> tuple[dict[str, float], dict[str, float]]:
                 meter.stop()
                 stalls[name] = max(stalls[name], meter.longest)
             done += chunk
+    followed.clear()
     purge(plain.celery_app, plain.QUEUE)
+    purge(confirmed_plain, f"{plain.QUEUE}.confirmed")
     purge(apps.celery_app, apps.QUEUE)
     purge(unconfirmed_celery, f"{apps.QUEUE}.unconfirmed")
     return {system: n / seconds for system, seconds in spent.items()}, stalls
@@ -135,11 +160,14 @@ def main() -> None:
         for system, stall in stalls.items():
             worst[system] = max(worst.get(system, 0.0), stall)
     delete_queue(plain.celery_app, plain.QUEUE)
+    delete_queue(confirmed_plain, f"{plain.QUEUE}.confirmed")
     delete_queue(apps.celery_app, apps.QUEUE)
     delete_queue(unconfirmed_celery, f"{apps.QUEUE}.unconfirmed")
     median = {k: statistics.median(v) for k, v in rates.items()}
     print(f"publish: {n} messages each way, one producer, RabbitMQ, {rounds} round(s)")
     print(f"  {'celery apply_async':34} {median['celery']:8.0f} msg/s")
+    confirmed = median["celery, confirm_publish"]
+    print(f"  {'celery apply_async, confirm_publish':34} {confirmed:8.0f} msg/s")
     for name in VARIANTS:
         print(
             f"  {'jobify ' + name:34} {median[name]:8.0f} msg/s  "
@@ -149,6 +177,10 @@ def main() -> None:
     for mode in ("push one by one", "push 100 at a time"):
         cost = 1 - median[mode] / median[f"{mode}, no confirms"]
         print(f"  confirms cost ({mode}): {cost * 100:.0f}% of throughput")
+    print(
+        "  confirmed push one by one vs confirmed apply_async: "
+        f"x{median['push one by one'] / confirmed:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -1,19 +1,23 @@
-"""Publish captured Celery messages to RabbitMQ from the event loop, with confirms.
+"""Publish captured Celery messages to RabbitMQ from the event loop.
 
-One asyncio AMQP connection (aiormq) per producer session and one channel in
-confirm mode. A push's attempt (a task of its own, so a cancelled caller never
-cancels a confirmation the job's fate depends on):
+One asyncio AMQP connection (aiormq) per producer session and one channel,
+in confirm mode when ``publish_confirms`` is on. A push's attempt (with
+confirms, a task of its own, so a cancelled caller never cancels a
+confirmation the job's fate depends on):
 
 1. waits for a free slot (at most ``MAX_IN_FLIGHT`` unconfirmed publishes:
-   back-pressure instead of an unbounded buffer when the broker is slow);
+   back-pressure instead of an unbounded buffer when the broker is slow;
+   without confirms, aiormq's bounded write queue does the same);
 2. (re)connects if needed, declaring what kombu would declare before the
    publish (``_declare_calls``), with kombu's caching rule: an entity is
    declared once per connection unless kombu says its declaration cannot be
    cached (a queue with ``x-expires`` is declared before every publish);
 3. publishes the message with the headers and properties Celery gave it
-   (headers encoded as Celery's own client encodes them, ``_amqp_table``), the
-   job's message ``mandatory`` so a message no queue takes is refused rather
-   than dropped, and waits for the broker's confirm.
+   (headers encoded as Celery's own client encodes them, ``_amqp_table``);
+   with confirms, the job's message is ``mandatory`` so a message no queue
+   takes is refused rather than dropped, and the attempt waits for the
+   broker's confirm; without, it ends once the message is queued on the
+   connection (as far as ``apply_async`` follows a message too).
 
 A lost connection is reconnected and the messages not yet confirmed are
 published again (at least once, as kombu's own publish retry does), until the
@@ -27,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 from urllib.parse import quote
 
 import aiormq
@@ -37,16 +41,16 @@ from pamqp import commands as spec
 
 from jobify_celery._amqp_table import encode_table
 from jobify_celery._errors import PublishError
-from jobify_celery._senders import Attempt
 from jobify_celery._tasks import stop_task
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from aiormq.abc import AbstractChannel, AbstractConnection
+    from aiormq.abc import AbstractConnection
     from kombu.connection import Connection
 
     from jobify_celery._capture import Outgoing
+    from jobify_celery._senders import Attempt
 
 __all__ = ("MAX_IN_FLIGHT", "AmqpSender")
 
@@ -135,7 +139,7 @@ def declare_calls(entity: Any) -> list[tuple[str, dict[str, Any]]]:  # noqa: ANN
     return recorder.calls
 
 
-async def _replay_declare(channel: AbstractChannel, call: str, kwargs: dict[str, Any]) -> None:
+async def _replay_declare(channel: aiormq.Channel, call: str, kwargs: dict[str, Any]) -> None:
     arguments = kwargs.get("arguments") or None
     if call == "exchange_declare":
         await channel.exchange_declare(
@@ -182,7 +186,7 @@ def amqp_url(connection: Connection) -> str:
 
 
 class AmqpSender:
-    """Publishes on one asyncio AMQP connection with publisher confirms."""
+    """Publishes on one asyncio AMQP connection, with publisher confirms if asked."""
 
     def __init__(self, connection: Connection, *, timeout: float, confirms: bool) -> None:
         self._url = amqp_url(connection)
@@ -190,7 +194,7 @@ class AmqpSender:
         self._timeout = timeout
         self._confirms = confirms
         self._connection: AbstractConnection | None = None
-        self._channel: AbstractChannel | None = None
+        self._channel: aiormq.Channel | None = None
         self._connecting: asyncio.Lock | None = None
         self._slots: asyncio.Semaphore | None = None
         #: kombu entities declared on the current connection (kombu's cache rule).
@@ -199,17 +203,25 @@ class AmqpSender:
         self._closed = False
         self._lost_logged = False
 
-    def start(self, messages: Sequence[Outgoing], job_id: str) -> Attempt:
-        """Start publishing ``messages``; the attempt ends once the broker confirmed."""
+    async def send(self, messages: Sequence[Outgoing], job_id: str, attempt: Attempt) -> None:
+        """Publish ``messages``; with confirms, return once the broker confirmed them.
+
+        With confirms the publish runs as a task of its own, so that a caller
+        who stops waiting never cancels the confirmation the job's fate
+        depends on. Without, it runs right here: once handed off, the message
+        is queued on the connection without any further wait.
+        """
         if self._closed:
             msg = "the producer is shutting down"
             raise PublishError(job_id, self._where, msg, maybe_sent=False)
-        attempt = Attempt()
+        if not self._confirms:
+            await self._attempt(attempt, messages, job_id)
+            return
         task = asyncio.get_running_loop().create_task(self._attempt(attempt, messages, job_id))
         self._attempts.add(task)
         task.add_done_callback(self._attempts.discard)
         attempt.task = task
-        return attempt
+        await asyncio.shield(task)
 
     async def close(self, grace: float) -> None:
         """Let attempts in flight end (within ``grace``), then close the connection."""
@@ -279,6 +291,8 @@ class AmqpSender:
                     routing_key=message.routing_key,
                     properties=properties_of(message),
                     mandatory=index == 0 and self._confirms,
+                    # Unconfirmed: queued on the connection is as far as we follow it.
+                    wait=self._confirms,
                 )
                 index += 1
                 self._lost_logged = False
@@ -305,7 +319,7 @@ class AmqpSender:
                     )
                 await asyncio.sleep(delay)
 
-    async def _ready_channel(self) -> AbstractChannel:
+    async def _ready_channel(self) -> aiormq.Channel:
         channel = self._channel
         if channel is not None and not channel.is_closed:
             return channel
@@ -325,14 +339,15 @@ class AmqpSender:
                 self._connection = connection
                 self._declared = set()
             try:
-                channel = await connection.channel(publisher_confirms=self._confirms)
+                opened = await connection.channel(publisher_confirms=self._confirms)
+                channel = cast("aiormq.Channel", opened)
             except RuntimeError as exc:  # aiormq: the connection closed meanwhile
                 self._connection = None
                 raise ConnectionAbortedError(str(exc)) from exc
             self._channel = channel
             return channel
 
-    async def _declare(self, channel: AbstractChannel, entity: Any) -> None:  # noqa: ANN401
+    async def _declare(self, channel: aiormq.Channel, entity: Any) -> None:  # noqa: ANN401
         """Declare ``entity`` as kombu's ``maybe_declare`` would before a publish."""
         cacheable = bool(getattr(entity, "can_cache_declaration", False))
         ident = hash(entity)
@@ -343,11 +358,11 @@ class AmqpSender:
         if cacheable:
             self._declared.add(ident)
 
-    def _forget_channel(self, channel: AbstractChannel | None) -> None:
+    def _forget_channel(self, channel: aiormq.Channel | None) -> None:
         if channel is not None and self._channel is channel:
             self._channel = None
 
-    def _forget_connection(self, channel: AbstractChannel | None) -> None:
+    def _forget_connection(self, channel: aiormq.Channel | None) -> None:
         """Drop the connection ``channel`` was on, unless a newer one replaced it."""
         if channel is not None and channel is not self._channel:
             return  # a failure on a connection already replaced

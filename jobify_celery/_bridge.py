@@ -155,10 +155,14 @@ class JobifyCelery:
             end a push sooner. Also bounds a cancel's calls to the broker and
             result backend.
         publish_confirms: wait for RabbitMQ's publisher confirm before a push
-            returns, so a push that returned means the broker has the job.
-            Off: a push returns once its message is written to the socket
-            (faster one push at a time; a connection lost at the wrong moment
-            loses the messages in flight, as with plain ``apply_async``).
+            returns, so a push that returned means the broker has the job
+            (and a message no queue takes raises instead of vanishing). Off
+            by default, as in Celery: a push then returns once its message is
+            queued on the connection, and a connection lost at the wrong
+            moment loses the messages in flight, as with ``apply_async``. On,
+            a push waits one broker round trip more (persistent messages are
+            confirmed once on disk): measured here, a third of the speed one
+            push at a time, about a tenth less with 100 pushes in flight.
         backend_outage_timeout: seconds a producer waits for an unreachable
             result backend before every job it awaits raises
             ``ResultUnavailableError`` (the jobs themselves go on; their
@@ -190,7 +194,7 @@ class JobifyCelery:
         *,
         track_started: bool = False,
         publish_timeout: float = 10.0,
-        publish_confirms: bool = True,
+        publish_confirms: bool = False,
         backend_outage_timeout: float | None = 60.0,
     ) -> None:
         _check_binding(app, celery_app)

@@ -39,6 +39,7 @@ from jobify_celery._jobify import (
     tracker_of,
 )
 from jobify_celery._outcome import read_meta
+from jobify_celery._senders import Attempt
 from jobify_celery._supersede import new_token, record_cancel, record_current_publish
 
 if TYPE_CHECKING:
@@ -295,16 +296,16 @@ class Publisher:
         # Tracked and followed before anything is sent: the subscription to
         # the job's result leaves ahead of its message (see _results).
         handle = self._track(job, session, name, spec.result_type, eta, token)
-        attempt = session.sender.start(messages, job.id)
+        attempt = Attempt()
         try:
-            await asyncio.shield(cast("asyncio.Future[None]", attempt.task))
+            await session.sender.send(messages, job.id, attempt)
         except asyncio.CancelledError:
             if attempt.withdraw():
                 self._untrack(job, handle)  # nothing left this process
-            else:
+            elif attempt.task is not None:
                 # The message may be out: the job stays findable (app.find_job)
                 # and fails if its publish does.
-                cast("asyncio.Future[None]", attempt.task).add_done_callback(
+                attempt.task.add_done_callback(
                     functools.partial(self._on_late_publish, job, handle)
                 )
             raise
@@ -335,10 +336,10 @@ class Publisher:
 
         what = "recording the replace in the result backend"
         await session.off_loop(task_id, what, functools.partial(record, token, eta))
-        attempt = session.sender.start(messages, task_id)
+        attempt = Attempt()
         restore = functools.partial(record, previous, handle.eta)
         try:
-            await asyncio.shield(cast("asyncio.Future[None]", attempt.task))
+            await session.sender.send(messages, task_id, attempt)
         except PublishError:
             await session.off_loop(task_id, "restoring the replaced publish", restore)
             raise

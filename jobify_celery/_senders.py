@@ -1,15 +1,16 @@
 """Hand captured messages (``_capture``) to the broker without blocking the loop.
 
-A sender starts an :class:`Attempt` per push: an asyncio task that ends when
-the broker has the job's message (confirmed, with confirms on) or raises
-``PublishError`` within the publish bound. ``Attempt.handed_off`` tells whether
-the message may already have left this process: a push cancelled before that
-sent nothing; one cancelled after it leaves the attempt running to its end.
+A sender's ``send()`` returns once the broker has the job's message
+(confirmed, with confirms on; else as far as the sender follows it) or raises
+``PublishError`` within the publish bound. Its :class:`Attempt` tells whether
+the message may already have left this process (``handed_off``): a push
+cancelled before that sent nothing; one cancelled after it leaves the work
+still due (``Attempt.task``) running to its end.
 
 Three senders, picked per producer session by :func:`sender_for`:
 
 * ``AmqpSender`` (``_amqp_sender``) for RabbitMQ: an asyncio AMQP client on
-  the loop itself, with publisher confirms;
+  the loop itself (with publisher confirms when ``publish_confirms`` is on);
 * :class:`ThreadSender` for every other broker (Redis, SQS, the in-memory
   one): kombu's own publish, on a thread of the sender with a connection of
   its own;
@@ -90,8 +91,13 @@ class Attempt:
 class Sender(Protocol):
     """Publishes captured messages for one producer session."""
 
-    def start(self, messages: Sequence[Outgoing], job_id: str) -> Attempt:
-        """Start publishing ``messages`` (the job's first); return the attempt."""
+    async def send(self, messages: Sequence[Outgoing], job_id: str, attempt: Attempt) -> None:
+        """Publish ``messages`` (the job's first); raise ``PublishError`` within the bound.
+
+        Cancelled before ``attempt`` is handed off, it sends nothing. Work that
+        must go on after a cancel (a confirm not yet received) runs as
+        ``attempt.task``, whose outcome tells how the publish ended.
+        """
         ...
 
     async def close(self, grace: float) -> None:
@@ -147,21 +153,15 @@ class InlineSender:
         self._celery_app = celery_app
         self._where = broker_name(celery_app)
 
-    def start(self, messages: Sequence[Outgoing], job_id: str) -> Attempt:
-        """Publish now, on this thread; the attempt is done when this returns."""
-        attempt = Attempt()
+    async def send(self, messages: Sequence[Outgoing], job_id: str, attempt: Attempt) -> None:
+        """Publish now, on this thread, as a Celery task's ``apply_async`` would."""
         attempt.hand_off()
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         try:
             with self._celery_app.pool.acquire(block=True) as connection:
                 for message in messages:
                     _publish_with_kombu(self._celery_app, connection, message)
-        except Exception as exc:  # noqa: BLE001 - handed to the pusher as a PublishError
-            future.set_exception(_failed(job_id, self._where, exc))
-        else:
-            future.set_result(None)
-        attempt.task = future
-        return attempt
+        except Exception as exc:
+            raise _failed(job_id, self._where, exc) from exc
 
     async def close(self, grace: float) -> None:
         """Nothing of its own to release."""
@@ -198,18 +198,17 @@ class ThreadSender:
         self._thread: threading.Thread | None = None
         self._closed = False
 
-    def start(self, messages: Sequence[Outgoing], job_id: str) -> Attempt:
-        """Queue the push for the sender thread; the attempt ends with its outcome."""
+    async def send(self, messages: Sequence[Outgoing], job_id: str, attempt: Attempt) -> None:
+        """Hand the push to the sender thread and wait for its outcome."""
         if self._closed:
             msg = "the producer is shutting down"
             raise PublishError(job_id, self._where, msg, maybe_sent=False)
         loop = asyncio.get_running_loop()
-        attempt = Attempt()
         work = _Work(messages, job_id, loop, attempt)
         self._ensure_thread()
         self._queue.put(work)
         attempt.task = loop.create_task(self._outcome(work))
-        return attempt
+        await asyncio.shield(attempt.task)
 
     async def _outcome(self, work: _Work) -> None:
         try:

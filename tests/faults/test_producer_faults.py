@@ -128,6 +128,7 @@ def test_leaving_the_app_during_an_outage_is_bounded(
         broker_url=proxied_broker_url(broker_proxy),
         result_backend=private_redis.url,
         expiring_queue=False,
+        publish_confirms=True,  # a push waiting on the stalled broker when the app stops
     )
 
     async def scenario() -> float:

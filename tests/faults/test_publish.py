@@ -1,8 +1,10 @@
-"""A push never blocks the loop, never hangs, and never loses a message it reported sent.
+"""A push never blocks the loop, never hangs, and with confirms never loses a message.
 
 The producer publishes through a TCP proxy in front of the shared RabbitMQ;
 the proxy refuses, stalls or drops connections. Messages are counted straight
-in RabbitMQ (no worker consumes these queues).
+in RabbitMQ (no worker consumes these queues). Tests of what publisher
+confirms guarantee turn them on (``publish_confirms=True``); the others run
+with the default.
 """
 
 from __future__ import annotations
@@ -99,7 +101,9 @@ def test_a_push_goes_through_once_the_broker_is_back(
 def test_a_connection_that_stalls_loses_no_push_that_returned(
     broker_proxy: TcpProxy, make_tally: Callable[..., Tally], loop_thread: LoopThread
 ) -> None:
-    tally = make_tally(broker_url=proxied_broker_url(broker_proxy), publish_timeout=BOUND)
+    tally = make_tally(
+        broker_url=proxied_broker_url(broker_proxy), publish_timeout=BOUND, publish_confirms=True
+    )
     payload = "x" * 10_000
 
     async def scenario() -> tuple[list[str], list[PublishError], float]:
@@ -162,7 +166,10 @@ def test_a_push_cancelled_after_its_message_left_fails_its_job_if_never_confirme
 ) -> None:
     # A queue declared once per connection: the stalled push is written at once.
     tally = make_tally(
-        broker_url=proxied_broker_url(broker_proxy), publish_timeout=BOUND, expiring_queue=False
+        broker_url=proxied_broker_url(broker_proxy),
+        publish_timeout=BOUND,
+        publish_confirms=True,
+        expiring_queue=False,
     )
 
     async def scenario() -> Any:
@@ -187,7 +194,10 @@ def test_a_push_cancelled_after_its_message_left_stays_tracked_once_confirmed(
     broker_proxy: TcpProxy, make_tally: Callable[..., Tally], loop_thread: LoopThread
 ) -> None:
     tally = make_tally(
-        broker_url=proxied_broker_url(broker_proxy), publish_timeout=5.0, expiring_queue=False
+        broker_url=proxied_broker_url(broker_proxy),
+        publish_timeout=5.0,
+        publish_confirms=True,
+        expiring_queue=False,
     )
 
     async def scenario() -> tuple[Any, Any, bool]:
@@ -211,7 +221,7 @@ def test_a_push_cancelled_after_its_message_left_stays_tracked_once_confirmed(
 def test_a_message_no_queue_takes_is_refused(
     make_tally: Callable[..., Tally], loop_thread: LoopThread
 ) -> None:
-    tally = make_tally(publish_timeout=BOUND)
+    tally = make_tally(publish_timeout=BOUND, publish_confirms=True)
     # Routed by the app's routing, as apply_async routes it, to an exchange
     # where nothing is bound: plain apply_async would drop it silently.
     tally.celery_app.conf.task_routes = {
