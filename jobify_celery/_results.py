@@ -2,12 +2,15 @@
 
 One watcher per producer process and loop serves every job that is awaited:
 
-* ``RedisWatcher`` for Celery's Redis result backend: one asyncio Redis
-  connection subscribed to each pending task's result channel (Celery's
-  backend publishes every stored state there), plus a read of the stored key
-  after each subscription so a result that landed first is not missed, and a
-  slow sweep that reads every pending key in case a message was lost while
-  reconnecting. No thread, no polling per job.
+* ``RedisWatcher`` for Celery's Redis result backend: one pub/sub
+  connection (``_redis_pubsub``) subscribed to each pending task's result
+  channel (Celery's backend publishes every stored state there). A job not
+  published yet is subscribed at once, ahead of its message, so nothing can
+  be stored before the subscription; any other watch reads the stored key
+  once its subscription is confirmed, so a result that landed first is not
+  missed. Every 5 s a sweep reads every pending key (a message lost while
+  reconnecting) and pings the server (one that stopped answering counts as
+  an outage). No thread, no polling per job.
 * ``PollingWatcher`` for every other backend: one task that reads all
   pending results in a batch on one helper thread, every ``interval``.
 
