@@ -47,8 +47,13 @@ async def _in_app(tally: Tally, work: Any) -> Any:
 
 
 def _report(sent: list[str], finished: dict[str, int]) -> tuple[int, int]:
+    """Count lost and duplicated jobs, and show the counts (``pytest -s``)."""
     lost = [job for job in sent if job not in finished]
     twice = [job for job, times in finished.items() if times > 1]
+    print(  # noqa: T201 - the counts the closing notes quote
+        f"\n  sent {len(sent)}, finished {len(finished)}, lost {len(lost)}, "
+        f"finished twice {len(twice)}"
+    )
     return len(lost), len(twice)
 
 
