@@ -597,6 +597,15 @@ def _hints(func: Any) -> list[Any]:  # noqa: ANN401
 
 
 def _no_backend_reason(backend: Backend) -> str:
+    from celery.backends.rpc import RPCBackend  # noqa: PLC0415
+
+    if isinstance(backend, RPCBackend):
+        return (
+            "The Celery app's result backend is rpc://, which sends each result to "
+            "the connection that published the task: a Jobify producer cannot follow "
+            "it. Use Celery's Redis result backend to await jobs "
+            "(backend='redis://localhost:6379/0'), or do not await them."
+        )
     return (
         f"The Celery app has no result backend ({type(backend).__name__}), so a "
         "job's result can never reach the producer. Configure one, e.g. "

@@ -112,8 +112,14 @@ class Watcher(Protocol):
 
 
 def watcher_for(backend: Backend, *, outage_timeout: float | None) -> Watcher | None:
-    """Pick the watcher for a Celery result backend; ``None`` for no backend."""
-    if isinstance(backend, DisabledBackend):
+    """Pick the watcher for a Celery result backend; ``None``: results cannot be followed.
+
+    That is the case with no backend, and with the RPC backend, which sends a
+    result to the reply queue of the connection that published the task.
+    """
+    from celery.backends.rpc import RPCBackend  # noqa: PLC0415
+
+    if isinstance(backend, (DisabledBackend, RPCBackend)):
         return None
     params = _async_redis_params(backend)
     if params is not None:

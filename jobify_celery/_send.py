@@ -64,9 +64,15 @@ def send_followed(
 def _subscribes_on_send(backend: Backend) -> bool:
     """Tell whether the backend's send-time step only serves ``AsyncResult.get``.
 
-    True for the Redis backends (Sentinel included). Not for the RPC backend,
-    whose send-time step declares the queue the result is delivered to.
+    True for the Redis backends (Sentinel included), and for the RPC backend,
+    whose step declares the reply queue of the sending connection: a Jobify
+    producer cannot read results from there (``watcher_for`` says so), and a
+    captured message (``_capture``) has no channel to declare it on.
     """
+    from celery.backends.rpc import RPCBackend  # noqa: PLC0415
+
+    if isinstance(backend, RPCBackend):
+        return True
     try:
         from celery.backends.redis import RedisBackend  # noqa: PLC0415
     except ImportError:  # pragma: no cover - redis extra not installed
