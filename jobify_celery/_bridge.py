@@ -168,11 +168,22 @@ class JobifyCelery:
             ``ResultUnavailableError`` (the jobs themselves go on; their
             results are stored once the backend is back). ``None``: wait
             for as long as it takes.
+        pool: ``"asyncio"`` makes ``celery worker`` use the asyncio pool
+            (``jobify_celery.pool:AsyncioPool``): ``-c N`` jobs in flight on
+            one event loop per process, no thread per job. ``None`` (the
+            default) leaves Celery's choice (prefork, or ``-P``).
+        shutdown_grace: with the asyncio pool, seconds a warm shutdown lets
+            the jobs in flight finish before it ends them; their messages go
+            back to the queue.
+        blocked_loop_warning: with the asyncio pool, seconds after which a
+            job that holds the event loop (computing, or calling something
+            synchronous) is logged, with its name and where it is.
 
     """
 
     __slots__ = (
         "_backend_outage_timeout",
+        "_blocked_loop_warning",
         "_check_options",
         "_codec",
         "_executor",
@@ -181,6 +192,7 @@ class JobifyCelery:
         "_publish_timeout",
         "_runtime",
         "_session",
+        "_shutdown_grace",
         "_track_started",
         "_wrapped",
         "app",
@@ -196,16 +208,26 @@ class JobifyCelery:
         publish_timeout: float = 10.0,
         publish_confirms: bool = False,
         backend_outage_timeout: float | None = 60.0,
+        pool: str | None = None,
+        shutdown_grace: float = 30.0,
+        blocked_loop_warning: float = 0.5,
     ) -> None:
         _check_binding(app, celery_app)
         _check_seconds("publish_timeout", publish_timeout)
         _check_seconds("backend_outage_timeout", backend_outage_timeout, optional=True)
+        _check_seconds("shutdown_grace", shutdown_grace)
+        _check_seconds("blocked_loop_warning", blocked_loop_warning)
+        if pool not in (None, "asyncio"):
+            msg = f"JobifyCelery(pool=...) takes 'asyncio' or None, got {pool!r}"
+            raise ValueError(msg)
         self.app: Final = app
         self.celery_app: Final = celery_app
         self._track_started = track_started
         self._publish_timeout = float(publish_timeout)
         self._publish_confirms = bool(publish_confirms)
         self._backend_outage_timeout = backend_outage_timeout
+        self._shutdown_grace = float(shutdown_grace)
+        self._blocked_loop_warning = float(blocked_loop_warning)
         self._codec = _codec_for(app)
         self._runtime = ProcessRuntime(app)
         self._executor = Executor(
@@ -228,6 +250,8 @@ class JobifyCelery:
             _Registration(self),
         )
         _use_jobify_beat(celery_app)
+        if pool == "asyncio":
+            _use_asyncio_pool(celery_app)
         app.add_plugin(_BridgePlugin(self))
         vars(celery_app)[_CELERY_ATTR] = self
         celery_app.on_after_finalize.connect(self._register_tasks, weak=False)
@@ -510,6 +534,56 @@ def _use_jobify_beat(celery_app: Celery) -> None:
         apply(celery_app.conf)
     else:
         celery_app.on_after_configure.connect(lambda sender, **_: apply(sender.conf), weak=False)
+
+
+_ASYNCIO_POOL: Final = "jobify_celery.pool:AsyncioPool"
+
+
+def _use_asyncio_pool(celery_app: Celery) -> None:
+    """Make ``celery worker`` use the asyncio pool unless ``-P`` names another."""
+
+    def apply(conf: Any) -> None:  # noqa: ANN401
+        conf.worker_pool = _ASYNCIO_POOL
+
+    if celery_app.configured:
+        apply(celery_app.conf)
+    else:
+        celery_app.on_after_configure.connect(lambda sender, **_: apply(sender.conf), weak=False)
+
+
+class PoolParts(typing.NamedTuple):
+    """What the asyncio pool needs from a bridge."""
+
+    runtime: ProcessRuntime
+    runs_on_loop: Callable[[str], bool]
+    shutdown_grace: float
+    blocked_loop_threshold: float
+
+
+def pool_parts(celery_app: Celery) -> PoolParts:
+    """Return the parts of the bridge bound to ``celery_app``, for the asyncio pool."""
+    bridge = vars(celery_app).get(_CELERY_ATTR)
+    if not isinstance(bridge, JobifyCelery):
+        msg = (
+            f"Celery app {celery_app.main!r} has no Jobify app bound: the asyncio pool "
+            "runs Jobify jobs. Start the worker with `celery -A module:celery_app worker` "
+            "on the module that calls JobifyCelery(app, celery_app)."
+        )
+        raise AppBindingError(msg)
+    tasks = celery_app.tasks
+    wrapped = bridge._wrapped  # noqa: SLF001
+
+    def runs_on_loop(name: str) -> bool:
+        """Tell whether a task runs on the loop (a Jobify route) or a thread (a Celery task)."""
+        task = tasks.get(name)
+        return getattr(task, "jobify_route", None) == name and name not in wrapped
+
+    return PoolParts(
+        runtime=bridge._runtime,  # noqa: SLF001
+        runs_on_loop=runs_on_loop,
+        shutdown_grace=bridge._shutdown_grace,  # noqa: SLF001
+        blocked_loop_threshold=bridge._blocked_loop_warning,  # noqa: SLF001
+    )
 
 
 class BeatParts(typing.NamedTuple):

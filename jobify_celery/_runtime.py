@@ -30,6 +30,7 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
+from jobify_celery._aiopool._green import await_only, in_job_greenlet
 from jobify_celery._jobify import app_is_started
 from jobify_celery._pool_thread import PoolThread
 from jobify_celery._tasks import stop_task
@@ -88,8 +89,12 @@ class ProcessRuntime:
 
         Called from a Celery pool thread. With a loop thread, this thread waits
         and serves the calls ``coro`` sends it through ``current_pool_thread()``
-        (``task`` is the Celery task executing); inline, it runs the loop.
+        (``task`` is the Celery task executing); inline, it runs the loop. In
+        the asyncio pool (a job greenlet on the loop's own thread), the
+        greenlet waits and the loop runs other jobs meanwhile.
         """
+        if in_job_greenlet():
+            return await_only(coro)
         loop = self._loop
         if (
             loop is not None

@@ -34,10 +34,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from celery import states
-from celery.exceptions import Ignore, TaskPredicate
+from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded, TaskPredicate
 from jobify import INJECT, Cron, CronContext, Job, JobStatus, RequestState, SmartRetry
 from jobify.exceptions import JobTimeoutError
 
+from jobify_celery._aiopool._jobs import Ending, current_pool_job
 from jobify_celery._codec import (
     HEADER_KEY,
     decode_call,
@@ -68,6 +69,7 @@ if TYPE_CHECKING:
     from celery import Task
     from jobify import JobContext, Jobify
 
+    from jobify_celery._aiopool._jobs import PoolJob
     from jobify_celery._codec import CronTick, ValueCodec
     from jobify_celery._jobify import RootRoute
     from jobify_celery._producer import ProducerSession
@@ -332,9 +334,13 @@ class Executor:
         ``_CANCEL_WATCH_AFTER`` seconds: short jobs cost nothing extra.
         """
         loop = asyncio.get_running_loop()
-        watch = _CancelWatch(asyncio.current_task(), task_id, loop.time())
+        running = asyncio.current_task()
+        watch = _CancelWatch(running, task_id, loop.time())
         long_running = self._long_running
         long_running.add(watch, loop)
+        pool_job = current_pool_job()
+        if pool_job is not None:
+            pool_job.task = running
         try:
             result = await run_inner_chain(builder, context)
         except asyncio.CancelledError:
@@ -342,6 +348,8 @@ class Executor:
                 job.status = JobStatus.CANCELLED
                 # Its producer stored REVOKED already: store nothing over it.
                 raise Ignore from None
+            if pool_job is not None and pool_job.ending is not None:
+                raise _ended_by_pool(pool_job, job) from None
             raise
         except JobTimeoutError as exc:
             job.set_exception(exc, status=JobStatus.TIMEOUT)
@@ -391,6 +399,24 @@ class Executor:
         )
         self._plans[name] = plan
         return plan
+
+
+def _ended_by_pool(pool_job: PoolJob, job: Job[Any]) -> BaseException:
+    """Return what the asyncio pool's ending of a job means to Celery's tracer."""
+    error: BaseException
+    ending = pool_job.ending
+    if ending is Ending.SOFT_LIMIT:
+        job.status = JobStatus.TIMEOUT
+        error = SoftTimeLimitExceeded(f"soft time limit exceeded by job {pool_job.task_id}")
+    elif ending is Ending.SHUTDOWN:
+        # Not run to its end: the message goes back to the queue.
+        error = Reject("the worker shut down before the job finished", requeue=True)
+    else:
+        # A hard limit (Celery stores TimeLimitExceeded) or a terminate (Celery
+        # stores REVOKED): nothing of the job's own is stored.
+        job.status = JobStatus.TIMEOUT if ending is Ending.HARD_LIMIT else JobStatus.CANCELLED
+        error = Ignore()
+    return error
 
 
 def _planned_time(request: Any, header_time: datetime | None, tz: ZoneInfo) -> datetime:  # noqa: ANN401

@@ -52,7 +52,10 @@ class Worker:
     process: WorkerProcess | None
 
 
-WORKER_KINDS = ["inprocess", "prefork", "threads"]
+WORKER_KINDS = ["inprocess", "prefork", "threads", "asyncio"]
+#: How a test worker of each subprocess kind picks its pool: "asyncio" is the
+#: project's pool, named the way Celery takes an out-of-tree pool.
+POOL_ENV = {"asyncio": {"CELERY_CUSTOM_WORKER_POOL": "jobify_celery.pool:AsyncioPool"}}
 
 
 @pytest.fixture(scope="session", params=WORKER_KINDS)
@@ -81,9 +84,10 @@ def worker(
         celery_app=shop.celery_app,
         queues=queues,
         node=node,
-        pool=kind,
-        concurrency=2,
+        pool="custom" if kind in POOL_ENV else kind,
+        concurrency=2 if kind != "asyncio" else 50,
         log_path=log_path,
+        extra_env=POOL_ENV.get(kind),
     )
     process.wait_ready()
     yield Worker(kind, node, process.pid, process)

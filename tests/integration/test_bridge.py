@@ -1,7 +1,7 @@
 """The bridge end to end: producer, broker, worker and result backend.
 
 Every test here runs once per worker kind (in-process threads worker, real
-`celery worker` with prefork, real `celery worker` with threads).
+`celery worker` with prefork, threads, and the asyncio pool).
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def test_push_runs_remotely_with_a_rebuilt_context(worker: Worker, loop_thread: 
     assert result["app_is_app"] is True
     if worker.kind == "inprocess":
         assert result["pid"] == os.getpid()
-    elif worker.kind == "threads":
+    elif worker.kind in ("threads", "asyncio"):
         assert result["pid"] == worker.pid
     else:
         assert result["pid"] != worker.pid
@@ -177,8 +177,13 @@ def test_sync_functions_follow_run_mode(worker: Worker, loop_thread: LoopThread)
     assert loop_thread.run(_push_and_await(shop.sync_default)) != loop_thread_name
     assert loop_thread.run(_push_and_await(shop.sync_main)) is True
     # In-process: the producer's loop; prefork children drive their loop on
-    # their main thread; the threads pool has a loop thread of its own.
-    expected = {"inprocess": "test-loop", "prefork": "MainThread", "threads": "jobify-celery-loop"}
+    # their main thread; the threads and asyncio pools have a loop thread.
+    expected = {
+        "inprocess": "test-loop",
+        "prefork": "MainThread",
+        "threads": "jobify-celery-loop",
+        "asyncio": "jobify-celery-loop",
+    }
     assert loop_thread_name == expected[worker.kind]
 
 

@@ -1,6 +1,6 @@
 """Jobify's job lifecycle when the job runs on a Celery worker.
 
-Runs once per worker kind (in-process threads, prefork, threads).
+Runs once per worker kind (in-process threads, prefork, threads, asyncio pool).
 """
 
 from __future__ import annotations

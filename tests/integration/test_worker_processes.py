@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tests.apps import shop
+from tests.integration.conftest import POOL_ENV
 from tests.integration.workers import WorkerProcess
 
 if TYPE_CHECKING:
@@ -57,13 +58,13 @@ def test_each_pool_process_has_one_loop_and_one_started_app(
         assert len(loops) <= 2
         # The prefork parent never started a loop or the app before forking.
         assert _entries("enter", worker.pid) == 0
-    elif worker.kind == "threads":
+    elif worker.kind in ("threads", "asyncio"):
         assert set(loops) == {worker.pid}
     else:
         assert set(loops) == {os.getpid()}
 
 
-@pytest.mark.parametrize("pool", ["prefork", "threads", "solo"])
+@pytest.mark.parametrize("pool", ["prefork", "threads", "solo", "asyncio"])
 def test_lifespan_is_left_when_the_worker_stops(pool: str, shop_app: Any, tmp_path: Path) -> None:
     node = f"{shop.LIFECYCLE_QUEUE}-{pool}@test"
     process = WorkerProcess(
@@ -71,9 +72,10 @@ def test_lifespan_is_left_when_the_worker_stops(pool: str, shop_app: Any, tmp_pa
         celery_app=shop.celery_app,
         queues=[shop.LIFECYCLE_QUEUE],
         node=node,
-        pool=pool,
+        pool="custom" if pool in POOL_ENV else pool,
         concurrency=2,
         log_path=tmp_path / "worker.log",
+        extra_env=POOL_ENV.get(pool),
     )
     try:
         process.wait_ready()

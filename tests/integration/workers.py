@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from celery import Celery
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+#: Log level of the worker and beat processes the tests start (WORKER_LOGLEVEL=debug to dig).
+LOG_LEVEL = os.environ.get("WORKER_LOGLEVEL", "info")
 
 
 class CeleryProcess:
@@ -79,9 +81,12 @@ class WorkerProcess(CeleryProcess):
     ) -> None:
         self.celery_app = celery_app
         self.node = node
+        # "asyncio": the app picks the pool itself (JobifyCelery(pool="asyncio")
+        # sets worker_pool), as a user's worker started without -P does.
+        pool_flag = [] if pool == "asyncio" else ["-P", pool]
         arguments = [
-            "-A", app_path, "worker", "-P", pool, "-c", str(concurrency),
-            "-Q", ",".join(queues), "-n", node, "-l", "info",
+            "-A", app_path, "worker", *pool_flag, "-c", str(concurrency),
+            "-Q", ",".join(queues), "-n", node, "-l", LOG_LEVEL,
             "--without-gossip", "--without-mingle", "--without-heartbeat",
         ]  # fmt: skip
         super().__init__(arguments, log_path=log_path, extra_env=extra_env, cwd=cwd)
@@ -111,6 +116,7 @@ class BeatProcess(CeleryProcess):
         extra_env: dict[str, str] | None = None,
     ) -> None:
         arguments = [
-            "-A", app_path, "beat", "-s", str(schedule_path), "--max-interval", "1", "-l", "info",
+            "-A", app_path, "beat", "-s", str(schedule_path), "--max-interval", "1",
+            "-l", LOG_LEVEL,
         ]  # fmt: skip
         super().__init__(arguments, log_path=log_path, extra_env=extra_env)

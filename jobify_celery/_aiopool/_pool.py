@@ -1,0 +1,273 @@
+"""The asyncio pool: a Celery pool that runs Jobify jobs as coroutines on one loop.
+
+``celery worker -c N`` with this pool keeps up to N jobs in flight in one
+process, on the process's event loop (the one the bridge's runtime starts,
+with the app's lifespan entered once). Each Jobify job runs Celery's own
+tracer in a greenlet (``_green``), so signals, result states, acks, retries,
+``Ignore``/``Reject`` and events are Celery's; the job's coroutine and the
+bridge's I/O wait on the loop instead of a thread.
+
+What does not run on the loop: plain Celery tasks and wrapped Celery tasks
+(their functions are synchronous and expect a thread of their own) go to a
+bounded thread pool, run as Celery's threads pool runs them.
+
+Time limits end only the job concerned, by asyncio cancellation
+(``_jobs.Ending``). A warm shutdown stops taking jobs, lets those in flight
+finish for ``shutdown_grace`` seconds, then ends the rest so their messages
+go back to the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Final
+
+from billiard.einfo import ExceptionInfo
+from celery.concurrency.base import BasePool, apply_target
+from celery.concurrency.thread import ApplyResult
+from celery.exceptions import WorkerLostError, WorkerShutdown, WorkerTerminate
+
+from jobify_celery._aiopool._green import run_in_greenlet
+from jobify_celery._aiopool._jobs import Ending, PoolJob, enter_pool_job
+from jobify_celery._aiopool._watchdog import LoopWatchdog
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ("AsyncioPool",)
+
+logger = logging.getLogger("jobify_celery.worker")
+
+#: Threads for the synchronous tasks of a worker whose ``-c`` is large.
+_MAX_SYNC_THREADS: Final = 32
+#: How long ended jobs (grace over) get to settle their messages.
+_SETTLE_SECONDS: Final = 5.0
+
+
+class _Applied:
+    """What ``on_apply`` returns for a job on the loop (Celery keeps a weak reference)."""
+
+    __slots__ = ("__weakref__", "_job", "_loop")
+
+    def __init__(self, job: PoolJob, loop: asyncio.AbstractEventLoop) -> None:
+        self._job = job
+        self._loop = loop
+
+    def terminate(self, signal: Any = None) -> None:  # noqa: ANN401
+        """``revoke(terminate=True)``: end the job cooperatively (no process to kill)."""
+        del signal
+        self._loop.call_soon_threadsafe(self._job.end, Ending.TERMINATED)
+
+
+class AsyncioPool(BasePool):  # type: ignore[misc]
+    """Celery pool running Jobify jobs as coroutines: ``-c`` jobs in flight on one loop."""
+
+    signal_safe = False
+    body_can_be_buffer = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # noqa: ANN401
+        super().__init__(*args, **kwargs)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._threads: ThreadPoolExecutor | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self._running: dict[PoolJob, asyncio.Task[None]] = {}
+        self._closing = False
+        self._watchdog: LoopWatchdog | None = None
+        self._on_loop: Callable[[str], bool] = lambda _name: False
+        self._grace = 30.0
+
+    # -- Celery's pool interface ---------------------------------------------
+
+    def on_start(self) -> None:
+        """Start the process's loop and app (once), the sync threads and the watchdog."""
+        from jobify_celery._bridge import pool_parts  # noqa: PLC0415 - the bridge imports nothing of ours
+
+        parts = pool_parts(self.app)
+        self._loop = parts.runtime.ensure_started()
+        self._on_loop = parts.runs_on_loop
+        self._grace = parts.shutdown_grace
+        self._threads = ThreadPoolExecutor(
+            max_workers=max(1, min(self.limit or 1, _MAX_SYNC_THREADS)),
+            thread_name_prefix="jobify-celery-sync",
+        )
+        self._watchdog = LoopWatchdog(self._loop, threshold=parts.blocked_loop_threshold)
+        self._watchdog.start()
+
+    def on_apply(  # noqa: PLR0913, PLR0917 - Celery's signature
+        self,
+        target: Callable[..., Any],
+        args: tuple[Any, ...] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        callback: Callable[..., Any] | None = None,
+        accept_callback: Callable[..., Any] | None = None,
+        timeout_callback: Callable[..., Any] | None = None,
+        soft_timeout: float | None = None,
+        timeout: float | None = None,
+        **_: Any,  # noqa: ANN401
+    ) -> Any:  # noqa: ANN401
+        """Run a job on the loop, or a synchronous task on a thread."""
+        args = tuple(args or ())
+        name = str(args[0]) if args else ""
+        loop = self._loop
+        if loop is None or not self._on_loop(name):
+            threads = self._threads
+            if threads is None:  # pragma: no cover - Celery starts a pool before applying
+                msg = "the asyncio pool is not started"
+                raise RuntimeError(msg)
+            future = threads.submit(apply_target, target, args, kwargs, callback, accept_callback)
+            return ApplyResult(future)
+        job = PoolJob(task_id=str(args[1]) if len(args) > 1 else "", name=name)
+        run = functools.partial(target, *args, **(kwargs or {}))
+        limits = (timeout_callback, soft_timeout, timeout)
+        loop.call_soon_threadsafe(self._launch, job, run, callback, accept_callback, limits)
+        return _Applied(job, loop)
+
+    def on_stop(self) -> None:
+        """Warm shutdown: no new job; jobs in flight get ``shutdown_grace``, then end."""
+        loop = self._loop
+        if loop is not None and loop.is_running():
+            settle = asyncio.run_coroutine_threadsafe(self._drain(self._grace), loop)
+            try:
+                settle.result(self._grace + _SETTLE_SECONDS + 1)
+            except Exception:
+                logger.exception("The asyncio pool did not stop cleanly")
+        if self._threads is not None:
+            self._threads.shutdown(wait=True, cancel_futures=True)
+        if self._watchdog is not None:
+            self._watchdog.stop()
+
+    def on_terminate(self) -> None:
+        """Cold shutdown: end every job now; their messages go back to the queue."""
+        self._grace = 0.0
+        self.on_stop()
+
+    def terminate_job(self, pid: int, signal: Any = None) -> None:  # noqa: ANN401
+        """Nothing to kill: ``revoke(terminate=True)`` ends the job through its ``_Applied``."""
+        del pid, signal
+
+    def _get_info(self) -> dict[str, Any]:
+        info: dict[str, Any] = super()._get_info()
+        info["running"] = sum(1 for job in self._running if job.started is not None)
+        info["waiting-for-a-slot"] = sum(1 for job in self._running if job.started is None)
+        return info
+
+    # -- on the loop ---------------------------------------------------------
+
+    def _launch(
+        self,
+        job: PoolJob,
+        run: Callable[[], Any],
+        callback: Callable[..., Any] | None,
+        accept_callback: Callable[..., Any] | None,
+        limits: tuple[Callable[..., Any] | None, float | None, float | None],
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(self._run_job(job, run, callback, accept_callback, limits))
+        self._running[job] = task
+        task.add_done_callback(lambda _: self._running.pop(job, None))
+
+    async def _run_job(
+        self,
+        job: PoolJob,
+        run: Callable[[], Any],
+        callback: Callable[..., Any] | None,
+        accept_callback: Callable[..., Any] | None,
+        limits: tuple[Callable[..., Any] | None, float | None, float | None],
+    ) -> None:
+        slots = self._slots
+        if slots is None:
+            slots = self._slots = asyncio.Semaphore(max(1, self.limit or 1))
+        async with slots:
+            if self._closing:
+                return  # never accepted: the message goes back when the worker leaves
+            loop = asyncio.get_running_loop()
+            job.started = loop.time()
+            timers = self._arm_limits(job, *limits)
+            token = enter_pool_job(job)
+            try:
+                await self._trace(job, run, callback, accept_callback)
+            finally:
+                for timer in timers:
+                    timer.cancel()
+                token.var.reset(token)
+
+    async def _trace(
+        self,
+        job: PoolJob,
+        run: Callable[[], Any],
+        callback: Callable[..., Any] | None,
+        accept_callback: Callable[..., Any] | None,
+    ) -> None:
+        """Do what Celery's ``apply_target`` does, with the tracer in a greenlet."""
+        if accept_callback is not None:
+            accept_callback(os.getpid(), time.monotonic())
+        try:
+            ret = await run_in_greenlet(run)
+        except (WorkerShutdown, WorkerTerminate):
+            raise
+        except Exception:
+            logger.exception("Job %s[%s] broke out of Celery's tracer", job.name, job.task_id)
+            ret = None
+            if callback is not None and job.ending is not Ending.HARD_LIMIT:
+                callback(ExceptionInfo())
+            return
+        except BaseException as exc:  # noqa: BLE001 - as Celery's apply_target: worker lost
+            try:
+                raise WorkerLostError(repr(exc)).with_traceback(sys.exc_info()[2]) from exc
+            except WorkerLostError:
+                if callback is not None and job.ending is not Ending.HARD_LIMIT:
+                    callback(ExceptionInfo())
+            return
+        if job.ending is Ending.HARD_LIMIT:
+            return  # reported and settled by Celery's timeout handler
+        if callback is not None:
+            callback(ret)
+
+    def _arm_limits(
+        self,
+        job: PoolJob,
+        timeout_callback: Callable[..., Any] | None,
+        soft: float | None,
+        hard: float | None,
+    ) -> list[asyncio.TimerHandle]:
+        loop = asyncio.get_running_loop()
+        timers = []
+        if soft:
+            timers.append(loop.call_later(soft, self._soft_limit, job, timeout_callback, soft))
+        if hard:
+            timers.append(loop.call_later(hard, self._hard_limit, job, timeout_callback, hard))
+        return timers
+
+    def _soft_limit(self, job: PoolJob, report: Callable[..., Any] | None, seconds: float) -> None:
+        job.end(Ending.SOFT_LIMIT)
+        if report is not None:
+            report(True, seconds)  # noqa: FBT003 - Celery's signature: (soft, timeout)
+
+    def _hard_limit(self, job: PoolJob, report: Callable[..., Any] | None, seconds: float) -> None:
+        job.end(Ending.HARD_LIMIT)
+        if report is not None and self._threads is not None:
+            # Celery stores TimeLimitExceeded and settles the message: blocking
+            # calls, so on a thread; the job's own outcome is dropped.
+            self._threads.submit(report, False, seconds)  # noqa: FBT003
+
+    async def _drain(self, grace: float) -> None:
+        self._closing = True
+        running = set(self._running.values())
+        if running:
+            await asyncio.wait(running, timeout=grace)
+        left = [job for job, task in self._running.items() if not task.done()]
+        if left:
+            logger.warning(
+                "Warm shutdown: %d job(s) still running after %.0f s go back to the queue",
+                len(left),
+                grace,
+            )
+            for job in left:
+                job.end(Ending.SHUTDOWN)
+            await asyncio.wait(set(self._running.values()), timeout=_SETTLE_SECONDS)
