@@ -26,6 +26,7 @@ from celery.concurrency.prefork import TaskPool as PreforkPool
 from jobify import Jobify
 from jobify.serializers import ExtendedJSONSerializer
 
+from jobify_celery._aiopool._green import await_only, in_job_greenlet
 from jobify_celery._capture import Capture
 from jobify_celery._celery_traps import keep_prefetch_after_reconnect
 from jobify_celery._codec import ValueCodec, tagged_classes, wire_signature
@@ -48,7 +49,7 @@ from jobify_celery._options import (
 from jobify_celery._producer import ProducerSession, Publisher
 from jobify_celery._results import watcher_for
 from jobify_celery._runtime import ProcessRuntime
-from jobify_celery._senders import broker_name, sender_for
+from jobify_celery._senders import Attempt, broker_name, sender_for
 from jobify_celery._store import store_retry_problem
 from jobify_celery._worker import Executor, injected_names
 from jobify_celery._wrap import WrappedTask, is_celery_task, route_function, unwrap
@@ -86,9 +87,18 @@ class JobifyTask(Task):  # type: ignore[misc]
         kwargs: Any = None,  # noqa: ANN401
         **options: Any,  # noqa: ANN401
     ) -> Any:  # noqa: ANN401
-        """Publish as Celery does, with the route's routing options as defaults."""
+        """Publish as Celery does, with the route's routing options as defaults.
+
+        Called from a job of the asyncio pool (a retry, a chain's next step, a
+        ``.delay()`` in the job), the message is sent from the loop, which
+        runs the other jobs meanwhile.
+        """
         for key, value in self.jobify_publish_options.items():
             options.setdefault(key, value)
+        if in_job_greenlet() and "producer" not in options and "connection" not in options:
+            bridge = vars(self.app).get(_CELERY_ATTR)
+            if isinstance(bridge, JobifyCelery):
+                return bridge._publish_from_pool(self, args, kwargs, options)  # noqa: SLF001
         return super().apply_async(args, kwargs, **options)
 
 
@@ -421,6 +431,20 @@ class JobifyCelery:
                 "import time, before anything reads celery_app.tasks."
             )
             raise AppBindingError(msg)
+
+    def _publish_from_pool(
+        self,
+        task: Task,
+        args: Any,  # noqa: ANN401
+        kwargs: Any,  # noqa: ANN401
+        options: dict[str, Any],
+    ) -> Any:  # noqa: ANN401
+        """Publish from a job greenlet of the asyncio pool, waiting on the loop."""
+        session = self._current_session()
+        messages, result = session.capture.messages_and_result(task, args, kwargs, **options)
+        task_id = str(messages[0].headers.get("id", "")) if messages else ""
+        await_only(session.sender.send(messages, task_id, Attempt()))
+        return result
 
     def _current_session(self) -> ProducerSession:
         session = self._session

@@ -133,8 +133,8 @@ class Capture:
     def messages(
         self,
         task: Task,
-        args: Sequence[Any],
-        kwargs: Mapping[str, Any],
+        args: Sequence[Any] | None,
+        kwargs: Mapping[str, Any] | None,
         **options: Any,  # noqa: ANN401
     ) -> list[Outgoing]:
         """Return what ``task.apply_async(args, kwargs, **options)`` would publish.
@@ -142,9 +142,19 @@ class Capture:
         The job's own message comes first; Celery's ``task-sent`` event, when
         enabled, follows it.
         """
+        return self.messages_and_result(task, args, kwargs, **options)[0]
+
+    def messages_and_result(
+        self,
+        task: Task,
+        args: Sequence[Any] | None,
+        kwargs: Mapping[str, Any] | None,
+        **options: Any,  # noqa: ANN401
+    ) -> tuple[list[Outgoing], Any]:
+        """Like ``messages``, with the ``AsyncResult`` ``apply_async`` returns."""
         producer = self._producer
         producer.recorded = []
         # retry=False: Celery would wrap the publish in a reconnecting retry
         # on a real connection; the sender retries instead.
-        send_followed(task, args, kwargs, producer=producer, retry=False, **options)
-        return producer.recorded
+        result = send_followed(task, args, kwargs, producer=producer, retry=False, **options)
+        return producer.recorded, result

@@ -38,12 +38,13 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from celery.backends.base import BaseKeyValueStoreBackend, DisabledBackend
 
+from jobify_celery._async_redis import async_params
 from jobify_celery._followers import Followers, Outage
 from jobify_celery._redis_pubsub import PubSubConnection
 from jobify_celery._tasks import stop_task
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable
 
     from celery.backends.base import Backend
 
@@ -64,35 +65,8 @@ _SWEEP_SECONDS: Final = 5.0
 _COALESCE_SECONDS: Final = 0.001
 #: How long closing a connection may take.
 _CLOSE_SECONDS: Final = 0.25
-#: Bounds for a Redis that accepts connections but does not answer.
-_CONNECT_TIMEOUT: Final = 5.0
-_COMMAND_TIMEOUT: Final = 10.0
 _RECONNECT_SECONDS: Final = (0.1, 0.5, 1.0, 2.0, 5.0)
 _MGET_BATCH: Final = 500
-_PLAIN_REDIS_KEYS: Final = frozenset(
-    {
-        "host",
-        "port",
-        "db",
-        "password",
-        "username",
-        "socket_timeout",
-        "socket_connect_timeout",
-        "socket_keepalive",
-        "socket_keepalive_options",
-        "health_check_interval",
-        "client_name",
-        "credential_provider",
-        "max_connections",
-    }
-)
-
-
-_IGNORED_REDIS_KEYS: Final = frozenset(
-    {"driver_info", "lib_name", "lib_version", "retry_on_timeout"}
-)
-
-
 class Watcher(Protocol):
     """Follows pending task ids until their result is stored."""
 
@@ -121,29 +95,10 @@ def watcher_for(backend: Backend, *, outage_timeout: float | None) -> Watcher | 
 
     if isinstance(backend, (DisabledBackend, RPCBackend)):
         return None
-    params = _async_redis_params(backend)
+    params = async_params(backend)
     if params is not None:
         return RedisWatcher(backend, params, outage_timeout=outage_timeout)
     return PollingWatcher(backend, outage_timeout=outage_timeout)
-
-
-def _async_redis_params(backend: Backend) -> dict[str, Any] | None:
-    try:
-        from celery.backends.redis import RedisBackend  # noqa: PLC0415
-    except ImportError:  # pragma: no cover - redis extra not installed
-        return None
-    if type(backend) is not RedisBackend:
-        return None
-    conn: Mapping[str, Any] = backend.connparams
-    if set(conn) - _PLAIN_REDIS_KEYS - _IGNORED_REDIS_KEYS:
-        # TLS, unix sockets and other shapes: polling is slower but exact.
-        return None
-    params = {k: v for k, v in conn.items() if k in _PLAIN_REDIS_KEYS and v is not None}
-    params["socket_keepalive"] = True
-    params.setdefault("socket_connect_timeout", _CONNECT_TIMEOUT)
-    params.setdefault("socket_timeout", _COMMAND_TIMEOUT)
-    params.pop("max_connections", None)
-    return params
 
 
 def _lost_reason(backend: Backend, outage: Outage, now: float) -> str:

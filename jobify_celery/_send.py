@@ -43,20 +43,22 @@ _FOLLOWED_BY_JOBIFY: Final = contextvars.ContextVar("jobify_celery_followed", de
 
 def send_followed(
     task: Task,
-    args: Sequence[Any],
-    kwargs: Mapping[str, Any],
+    args: Sequence[Any] | None,
+    kwargs: Mapping[str, Any] | None,
     **options: Any,  # noqa: ANN401
-) -> None:
-    """Publish ``task`` as ``apply_async`` does, for a job the bridge follows itself."""
+) -> Any:  # noqa: ANN401
+    """Publish ``task`` as ``apply_async`` does, for a job the bridge follows itself.
+
+    Returns what ``apply_async`` returns (an ``AsyncResult``).
+    """
     backend = task.app.backend  # the one send_task calls: the app's, this thread's
     if not _has_switch(backend):
         if not _subscribes_on_send(backend):
-            task.apply_async(args, kwargs, **options)
-            return
+            return task.apply_async(args, kwargs, **options)
         _install_switch(backend)
     token = _FOLLOWED_BY_JOBIFY.set(True)
     try:
-        task.apply_async(args, kwargs, **options)
+        return task.apply_async(args, kwargs, **options)
     finally:
         _FOLLOWED_BY_JOBIFY.reset(token)
 

@@ -38,10 +38,13 @@ included, so a Celery release that stores differently fails there first.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from celery import states
 from celery.exceptions import Reject
+
+from jobify_celery._aiopool._green import await_only, in_job_greenlet
+from jobify_celery._async_redis import AsyncClient
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -69,6 +72,28 @@ if stored then
   return 1
 end
 return 0
+"""
+
+
+#: Celery's check-and-set in one call, for the asyncio pool: KEYS[1] the task's
+#: key, ARGV[1] the encoded state, ARGV[2] the expiry ("0": none). A stored
+#: SUCCESS is kept (as BaseKeyValueStoreBackend._store_result keeps it);
+#: anything else is replaced and published. Returns 1 when it stored.
+_CHECK_AND_SET: Final = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ok, stored = pcall(cjson.decode, current)
+  if ok and type(stored) == 'table' and stored['status'] == 'SUCCESS' then
+    return 0
+  end
+end
+if ARGV[2] == '0' then
+  redis.call('SET', KEYS[1], ARGV[1])
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+end
+redis.call('PUBLISH', KEYS[1], ARGV[1])
+return 1
 """
 
 
@@ -141,6 +166,8 @@ class _QuickStore:
     """A backend's ``_store_result``: the script for Jobify tasks, Celery's otherwise."""
 
     __slots__ = (
+        "_async",
+        "_async_script",
         "_backend",
         "_celery_store",
         "_max_size",
@@ -168,6 +195,9 @@ class _QuickStore:
         )
         #: False once the server refused the script (scripting not allowed).
         self.enabled = True
+        #: The asyncio pool's client (JSON results only: the script reads them).
+        self._async = AsyncClient.of(backend) if backend.serializer == "json" else None
+        self._async_script: Any = None
 
     def __call__(
         self,
@@ -210,13 +240,29 @@ class _QuickStore:
             )
             meta["task_id"] = task_id.decode() if isinstance(task_id, bytes) else task_id
             value = backend.encode(meta)
+            key = backend.get_key_for_task(task_id)
             # Too large a value: Celery's path refuses it with its own error.
-            if not (isinstance(value, str) and len(value) > self._max_size) and self._set_if_new(
-                backend.get_key_for_task(task_id), value, _expiry(backend, state)
-            ):
-                return result
+            if not (isinstance(value, str) and len(value) > self._max_size):
+                if self._async is not None and in_job_greenlet():
+                    # The asyncio pool: the whole check-and-set, on the loop.
+                    await_only(self._store_on_loop(key, value, _expiry(backend, state)))
+                    return result
+                if self._set_if_new(key, value, _expiry(backend, state)):
+                    return result
         # A state is stored already (or no script): Celery's check-and-set.
         return self._celery_store(task_id, result, state, traceback, request=request, **kwargs)
+
+    async def _store_on_loop(self, key: bytes, value: str | bytes, expires: int) -> None:
+        """Store as Celery's check-and-set does, in one script: a SUCCESS is never replaced."""
+        client = cast("AsyncClient", self._async)
+
+        async def store(redis_client: Any) -> Any:  # noqa: ANN401
+            script = self._async_script
+            if script is None or script.registered_client is not redis_client:
+                script = self._async_script = redis_client.register_script(_CHECK_AND_SET)
+            return await script(keys=[key], args=[value, expires])
+
+        await client.call("Storing a job's state", store)
 
     def _set_if_new(self, key: bytes, value: str | bytes, expires: int) -> bool:
         from redis.exceptions import NoPermissionError, ResponseError  # noqa: PLC0415

@@ -31,6 +31,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 from celery.backends.base import BaseKeyValueStoreBackend
 
+from jobify_celery._aiopool._green import await_only, in_job_greenlet
+from jobify_celery._async_redis import AsyncClient
+
 if TYPE_CHECKING:
     from celery.backends.base import Backend
 
@@ -123,10 +126,18 @@ def _record(backend: Backend, task_id: str, value: str, delay: float) -> bool:
 
 
 def current_publish(backend: Backend, task_id: str) -> str | None:
-    """Return the job's record (a token, or a cancel), if one was made."""
+    """Return the job's record (a token, or a cancel), if one was made.
+
+    In the asyncio pool the read waits on the loop, not on the thread.
+    """
     if not isinstance(backend, BaseKeyValueStoreBackend):
         return None
-    value = backend.get(backend.key_t(publish_key(task_id)))
+    key = backend.key_t(publish_key(task_id))
+    client = AsyncClient.of(backend) if in_job_greenlet() else None
+    if client is not None:
+        value = await_only(client.call("Reading a job's publish record", lambda r: r.get(key)))
+    else:
+        value = backend.get(key)
     if value is None:
         return None
     return value.decode() if isinstance(value, bytes) else str(value)

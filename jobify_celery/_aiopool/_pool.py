@@ -50,6 +50,13 @@ _MAX_SYNC_THREADS: Final = 32
 _SETTLE_SECONDS: Final = 5.0
 
 
+def _settleable(accept_callback: Callable[..., Any] | None) -> bool:
+    """Tell whether a job's message can still be acknowledged (its channel is open)."""
+    request = getattr(accept_callback, "__self__", None)
+    channel = getattr(getattr(request, "message", None), "channel", None)
+    return bool(getattr(channel, "is_open", True))
+
+
 class _Applied:
     """What ``on_apply`` returns for a job on the loop (Celery keeps a weak reference)."""
 
@@ -186,6 +193,11 @@ class AsyncioPool(BasePool):  # type: ignore[misc]
         async with slots:
             if self._closing:
                 return  # never accepted: the message goes back when the worker leaves
+            if not _settleable(accept_callback):
+                # Its connection was lost while it waited for a slot: the broker
+                # has handed it out again, and its ack could not be sent.
+                logger.info("Job %s[%s] skipped: its message went back", job.name, job.task_id)
+                return
             loop = asyncio.get_running_loop()
             job.started = loop.time()
             timers = self._arm_limits(job, *limits)

@@ -108,6 +108,8 @@ def start_tally_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]
         **options: Any,
     ) -> WorkerProcess:
         index = len(started)
+        if pool == "asyncio":
+            options["pool"] = "asyncio"  # the app picks its pool: JobifyCelery(pool=...)
         process = WorkerProcess(
             app_path="tests.apps.tally:celery_app",
             celery_app=tally.celery_app,

@@ -76,7 +76,7 @@ def _call(args: list[Any]) -> list[Any]:
     return [args, {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
 
 
-@pytest.mark.parametrize("pool", ["prefork", "threads"])
+@pytest.mark.parametrize("pool", ["prefork", "threads", "asyncio"])
 def test_poison_is_settled_once_and_the_next_job_runs(
     pool: str,
     make_tally: Callable[..., Tally],

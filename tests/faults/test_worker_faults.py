@@ -27,11 +27,11 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.integration
 
-POOLS = ["prefork", "threads"]
+POOLS = ["prefork", "threads", "asyncio"]
 
 
 def _concurrency(pool: str) -> int:
-    return 2 if pool == "prefork" else 8
+    return {"prefork": 2, "threads": 8, "asyncio": 100}[pool]
 
 
 def _push_all(tally: Tally, ns: str, count: int, seconds: float = 0.0) -> list[str]:
