@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import threading
 from typing import Any
 
 from celery import Celery, shared_task, signals
@@ -83,6 +84,12 @@ def varargs(*args: Any) -> list[Any]:
 @celery_app.task(name="legacy.norm")
 def norm(point: Point) -> float:
     return math.hypot(point.x, point.y)
+
+
+@celery_app.task(name="legacy.plain_thread")
+def plain_thread() -> str:
+    """A plain Celery task, never moved to Jobify: where does it run?"""
+    return threading.current_thread().name
 
 
 @app.task(name="legacy.make_point")

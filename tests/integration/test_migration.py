@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -12,6 +13,7 @@ from kombu import Connection
 
 from tests.apps import legacy
 from tests.apps.shop import recorded
+from tests.integration.conftest import POOL_ENV
 from tests.integration.workers import WorkerProcess
 
 if TYPE_CHECKING:
@@ -25,15 +27,18 @@ pytestmark = pytest.mark.integration
 WAIT = 30.0
 
 
-def _worker(tmp: Path, queues: list[str], name: str, concurrency: int = 2) -> WorkerProcess:
+def _worker(
+    tmp: Path, queues: list[str], name: str, concurrency: int = 2, pool: str = "prefork"
+) -> WorkerProcess:
     process = WorkerProcess(
         app_path="tests.apps.legacy:celery_app",
         celery_app=legacy.celery_app,
         queues=queues,
         node=f"{legacy.QUEUE}-{name}@test",
-        pool="prefork",
+        pool="custom" if pool in POOL_ENV else pool,
         concurrency=concurrency,
         log_path=tmp / f"{name}.log",
+        extra_env=POOL_ENV.get(pool),
     )
     process.wait_ready()
     return process
@@ -50,13 +55,32 @@ def legacy_app(servers: None, loop_thread: LoopThread) -> Iterator[None]:
             channel.queue_delete(queue)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["prefork", "asyncio"])
 def legacy_worker(
-    legacy_app: None, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest, legacy_app: None, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WorkerProcess]:
-    process = _worker(tmp_path_factory.mktemp("legacy"), [legacy.QUEUE, legacy.INVOICES], "main")
+    """A worker of the half-moved project: prefork, and the asyncio pool (sync tasks on threads)."""
+    pool: str = request.param
+    process = _worker(
+        tmp_path_factory.mktemp(f"legacy-{pool}"),
+        [legacy.QUEUE, legacy.INVOICES],
+        f"main-{pool}",
+        concurrency=2 if pool == "prefork" else 20,
+        pool=pool,
+    )
+    process.pool = pool  # type: ignore[attr-defined]
     yield process
     process.stop()
+
+
+def test_plain_celery_tasks_keep_running_where_celery_runs_them(
+    legacy_worker: WorkerProcess,
+) -> None:
+    thread = _send("legacy.plain_thread").get(timeout=WAIT)
+    if legacy_worker.pool == "asyncio":  # type: ignore[attr-defined]
+        assert thread.startswith("jobify-celery-sync")  # a bounded thread pool, not the loop
+    else:
+        assert thread == "MainThread"
 
 
 def _send(name: str, *args: Any, **options: Any) -> Any:
@@ -64,16 +88,20 @@ def _send(name: str, *args: Any, **options: Any) -> Any:
 
 
 def test_messages_queued_before_the_switch_run_through_the_middleware(
-    legacy_app: None, request: pytest.FixtureRequest
+    legacy_app: None, tmp_path: Path
 ) -> None:
-    # Published by an old producer while no worker runs...
+    # Published by an old producer while no worker runs (this module's worker
+    # starts with the first test that asks for it, after this one)...
     queued = [_send("legacy.greet", f"guest{i}") for i in range(3)]
     time.sleep(0.5)
     # ...and consumed by the migrated worker once it starts.
-    request.getfixturevalue("legacy_worker")
-    for result in queued:
-        assert result.get(timeout=WAIT).startswith("hello guest")
-        assert recorded(f"legacy:{result.id}") == ["signal:prerun", "middleware:legacy.greet"]
+    process = _worker(tmp_path, [legacy.QUEUE], f"queued-{uuid.uuid4().hex[:6]}")
+    try:
+        for result in queued:
+            assert result.get(timeout=WAIT).startswith("hello guest")
+            assert recorded(f"legacy:{result.id}") == ["signal:prerun", "middleware:legacy.greet"]
+    finally:
+        process.stop()
 
 
 def test_an_old_producer_sending_by_name_keeps_working(legacy_worker: WorkerProcess) -> None:
