@@ -12,10 +12,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
+from tests.apps import tally as tally_module
+from tests.helpers import delete_queue
+from tests.integration.workers import WorkerProcess
 from tests.servers import BROKER_URL, RESULT_BACKEND, require_rabbitmq, require_redis
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine, Iterator
+    from collections.abc import Callable, Coroutine, Iterator
+
+    from tests.apps.tally import Tally
 
 # Every process of this session (pytest and the workers it starts) uses one
 # queue of its own, so parallel runs on the shared broker never meet.
@@ -61,3 +66,59 @@ def servers() -> None:
     """Fail (never skip) when RabbitMQ or Redis does not answer."""
     require_rabbitmq(BROKER_URL)
     require_redis(RESULT_BACKEND)
+
+
+@pytest.fixture
+def make_tally(servers: None) -> Iterator[Callable[..., Tally]]:
+    """Build tally apps of the test's own (a fresh queue each), deleted afterwards."""
+    queues: list[str] = []
+
+    def make(
+        *,
+        broker_url: str = BROKER_URL,
+        result_backend: str = RESULT_BACKEND,
+        **options: Any,
+    ) -> Tally:
+        queue = f"{tally_module.BASE_QUEUE}.faults-{uuid.uuid4().hex[:8]}"
+        queues.append(queue)
+        return tally_module.build(
+            broker_url=broker_url, result_backend=result_backend, queue=queue, **options
+        )
+
+    yield make
+    for queue in queues:
+        delete_queue(queue)
+
+
+@pytest.fixture
+def start_tally_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start `celery worker` processes for a tally app; all are stopped at the end."""
+    started: list[WorkerProcess] = []
+
+    def start(
+        tally: Tally,
+        *,
+        pool: str = "prefork",
+        concurrency: int = 2,
+        **options: Any,
+    ) -> WorkerProcess:
+        index = len(started)
+        if pool == "asyncio":
+            options["pool"] = "asyncio"  # the app picks its pool: JobifyCelery(pool=...)
+        process = WorkerProcess(
+            app_path="tests.apps.tally:celery_app",
+            celery_app=tally.celery_app,
+            queues=[tally.queue],
+            node=f"{tally.queue}-{pool}{index}-{uuid.uuid4().hex[:6]}@test",
+            pool=pool,
+            concurrency=concurrency,
+            log_path=tmp_path / f"worker{index}.log",
+            extra_env=tally_module.worker_env(tally, **options),
+        )
+        started.append(process)
+        process.wait_ready()
+        return process
+
+    yield start
+    for process in started:
+        process.stop()

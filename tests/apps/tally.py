@@ -21,7 +21,7 @@ import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -59,6 +59,8 @@ class Tally:
     fail: Any
     price: Any
     nested: Any
+    #: Routes some tests use, by name.
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def _key(self, ns: str, field: str) -> str:
         return f"{self.queue}:{ns}:{field}"
@@ -169,6 +171,26 @@ def build(  # noqa: C901, PLR0915 - the whole test app, in one place
         if task_id and getattr(task, "app", None) is celery_app:
             count("attempts", "runs", task_id)
 
+    def note_signal(kind: str, task: Any, task_id: str | None) -> None:
+        if task_id and getattr(task, "app", None) is celery_app:
+            count(f"signal:{kind}", "runs", task_id)
+
+    @signals.task_success.connect(weak=False)
+    def on_success(sender: Any = None, **_: Any) -> None:
+        note_signal("success", sender, getattr(sender.request, "id", None) if sender else None)
+
+    @signals.task_failure.connect(weak=False)
+    def on_failure(sender: Any = None, task_id: str | None = None, **_: Any) -> None:
+        note_signal("failure", sender, task_id)
+
+    @signals.task_retry.connect(weak=False)
+    def on_retry(sender: Any = None, request: Any = None, **_: Any) -> None:
+        note_signal("retry", sender, getattr(request, "id", None))
+
+    @signals.task_revoked.connect(weak=False)
+    def on_revoked(sender: Any = None, request: Any = None, **_: Any) -> None:
+        note_signal("revoked", sender, getattr(request, "id", None))
+
     @app.task(name="tally.tick", **({"cron": "* * * * * * *"} if storage else {}))
     async def tick(ctx: JobContext = INJECT) -> None:
         """Count each run of the cron by its run number: a run counted twice fired twice."""
@@ -201,8 +223,47 @@ def build(  # noqa: C901, PLR0915 - the whole test app, in one place
         """Takes any nesting (the push side is what is probed)."""
         return len(value)
 
-    del note_attempt, tick  # registered by their decorators
-    return Tally(queue, celery_app, app, work, fail, price, nested)
+    async def sleep_counted(ns: str, seconds: float, job_id: str) -> str:
+        count(ns, "runs", job_id)
+        try:
+            await asyncio.sleep(seconds)
+            count(ns, "finished", job_id)
+        finally:
+            count(ns, "finally", job_id)
+        return job_id
+
+    @app.task(name="tally.soft_limited", metadata={"celery": {"soft_time_limit": 1}})
+    async def soft_limited(ns: str, seconds: float, ctx: JobContext = INJECT) -> str:
+        """Runs past Celery's soft time limit when ``seconds`` > 1."""
+        return await sleep_counted(ns, seconds, ctx.job.id)
+
+    @app.task(name="tally.hard_limited", metadata={"celery": {"time_limit": 1}})
+    async def hard_limited(ns: str, seconds: float, ctx: JobContext = INJECT) -> str:
+        """Runs past Celery's (hard) time limit when ``seconds`` > 1."""
+        return await sleep_counted(ns, seconds, ctx.job.id)
+
+    @app.task(name="tally.blocker")
+    async def blocker(ns: str, seconds: float, ctx: JobContext = INJECT) -> str:
+        """Holds the event loop: a synchronous sleep in a coroutine."""
+        count(ns, "runs", ctx.job.id)
+        time.sleep(seconds)  # noqa: ASYNC251 - the very mistake the watchdog names
+        return ctx.job.id
+
+    @app.task(name="tally.rated", metadata={"celery": {"rate_limit": "10/s"}})
+    async def rated(ns: str, ctx: JobContext = INJECT) -> float:
+        """At most ten a second, whatever the pool."""
+        count(ns, "runs", ctx.job.id)
+        return time.time()
+
+    del note_attempt, tick, on_success, on_failure, on_retry, on_revoked
+    tally = Tally(queue, celery_app, app, work, fail, price, nested)
+    tally.extra = {
+        "soft_limited": soft_limited,
+        "hard_limited": hard_limited,
+        "blocker": blocker,
+        "rated": rated,
+    }
+    return tally
 
 
 def worker_env(tally: Tally, **options: Any) -> dict[str, str]:

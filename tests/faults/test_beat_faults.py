@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.apps.tally import worker_env
-from tests.faults.conftest import wait_until
+from tests.helpers import wait_until
 from tests.integration.workers import BeatProcess
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ import pytest
 from celery.result import AsyncResult
 from kombu import Connection, Producer
 
-from tests.faults.conftest import queue_depth, wait_until
+from tests.helpers import queue_depth, wait_until
 from tests.servers import BROKER_URL
 
 if TYPE_CHECKING:

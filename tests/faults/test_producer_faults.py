@@ -11,7 +11,8 @@ import pytest
 from jobify import JobStatus
 
 from jobify_celery import PublishError, ResultUnavailableError
-from tests.faults.conftest import proxied_broker_url, queue_depth
+from tests.faults.conftest import proxied_broker_url
+from tests.helpers import queue_depth
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.faults.conftest import proxied_broker_url, wait_until
+from tests.faults.conftest import proxied_broker_url
+from tests.helpers import wait_until
 
 if TYPE_CHECKING:
     from collections.abc import Callable
