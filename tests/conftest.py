@@ -100,6 +100,7 @@ def start_tally_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]
         *,
         pool: str = "prefork",
         concurrency: int = 2,
+        extra_args: list[str] | None = None,
         **options: Any,
     ) -> WorkerProcess:
         index = len(started)
@@ -114,6 +115,7 @@ def start_tally_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]
             concurrency=concurrency,
             log_path=tmp_path / f"worker{index}.log",
             extra_env=tally_module.worker_env(tally, **options),
+            extra_args=extra_args,
         )
         started.append(process)
         process.wait_ready()

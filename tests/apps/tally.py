@@ -249,6 +249,16 @@ def build(  # noqa: C901, PLR0915 - the whole test app, in one place
         time.sleep(seconds)  # noqa: ASYNC251 - the very mistake the watchdog names
         return ctx.job.id
 
+    @app.task(name="tally.flaky", retry=SmartRetry(retries=2, initial_delay=0.1, jitter=False))
+    async def flaky(ns: str, fail_times: int, ctx: JobContext = INJECT) -> int:
+        """Fail the first ``fail_times`` attempts; return the attempt that succeeded."""
+        attempt = int(ctx.request_state["attempt"])
+        count(ns, "runs", ctx.job.id)
+        if attempt <= fail_times:
+            msg = f"attempt {attempt} fails on purpose"
+            raise RuntimeError(msg)
+        return attempt
+
     @app.task(name="tally.rated", metadata={"celery": {"rate_limit": "10/s"}})
     async def rated(ns: str, ctx: JobContext = INJECT) -> float:
         """At most ten a second, whatever the pool."""
@@ -262,6 +272,7 @@ def build(  # noqa: C901, PLR0915 - the whole test app, in one place
         "hard_limited": hard_limited,
         "blocker": blocker,
         "rated": rated,
+        "flaky": flaky,
     }
     return tally
 

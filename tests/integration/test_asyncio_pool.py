@@ -10,7 +10,9 @@ one job and not the process, and a job that holds the loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -208,3 +210,58 @@ def test_warm_shutdown_lets_jobs_finish_within_the_grace_then_sends_the_rest_bac
     start_tally_worker(tally, pool="asyncio", concurrency=50)
     wait_until(lambda: all(job.id in tally.finished(ns) for job in slow), WAIT, "the rest ran")
     assert all(tally.runs(ns)[job.id] == 2 for job in slow)
+
+
+def test_worker_events_and_retry_and_revoke_signals(
+    make_tally: Callable[..., Tally], start_tally_worker: Callable[..., WorkerProcess]
+) -> None:
+    tally = make_tally()
+    start_tally_worker(tally, pool="asyncio", concurrency=20, extra_args=["-E"])
+    ns = uuid.uuid4().hex[:10]
+    events: list[tuple[str, str]] = []
+    stop = threading.Event()
+    capture = threading.Thread(target=_capture_events, args=(tally, events, stop), daemon=True)
+    capture.start()
+    time.sleep(1.0)  # the receiver's queue is bound
+    try:
+        _events_and_signals(tally, ns, events)
+    finally:
+        stop.set()
+        capture.join(5)
+
+
+def _events_and_signals(tally: Tally, ns: str, events: list[tuple[str, str]]) -> None:
+
+    async def scenario() -> tuple[Any, Any, Any]:
+        done = await tally.work.push(ns)
+        retried = await tally.extra["flaky"].push(ns, 1)
+        revoked = await tally.work.schedule(ns).delay(1.5)
+        await asyncio.wait_for(asyncio.gather(done, retried), WAIT)
+        await revoked.cancel()
+        return done, retried, revoked
+
+    done, retried, revoked = _in_app(tally, scenario)
+    assert retried.result() == 2
+    wait_until(lambda: retried.id in tally.runs("signal:retry"), WAIT, "task_retry")
+    wait_until(
+        lambda: {("task-started", done.id), ("task-succeeded", done.id)} <= set(events),
+        WAIT,
+        "worker events",
+    )
+    assert ("task-retried", retried.id) in events
+    assert revoked.status is JobStatus.CANCELLED
+    # The worker held it for its ETA and skips it when due, as Celery does.
+    wait_until(lambda: revoked.id in tally.runs("signal:revoked"), WAIT, "task_revoked")
+    assert revoked.id not in tally.runs(ns)
+
+
+def _capture_events(tally: Tally, into: list[tuple[str, str]], stop: threading.Event) -> None:
+    app = tally.celery_app
+    with app.connection_for_read() as connection:
+        receiver = app.events.Receiver(
+            connection,
+            handlers={"*": lambda event: into.append((event["type"], event.get("uuid", "")))},
+        )
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                receiver.capture(limit=None, timeout=0.5, wakeup=False)

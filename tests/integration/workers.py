@@ -78,6 +78,7 @@ class WorkerProcess(CeleryProcess):
         log_path: Path,
         extra_env: dict[str, str] | None = None,
         cwd: Path = REPO_ROOT,
+        extra_args: list[str] | None = None,
     ) -> None:
         self.celery_app = celery_app
         self.node = node
@@ -88,6 +89,7 @@ class WorkerProcess(CeleryProcess):
             "-A", app_path, "worker", *pool_flag, "-c", str(concurrency),
             "-Q", ",".join(queues), "-n", node, "-l", LOG_LEVEL,
             "--without-gossip", "--without-mingle", "--without-heartbeat",
+            *(extra_args or []),
         ]  # fmt: skip
         super().__init__(arguments, log_path=log_path, extra_env=extra_env, cwd=cwd)
 
