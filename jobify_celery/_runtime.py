@@ -94,7 +94,7 @@ class ProcessRuntime:
         greenlet waits and the loop runs other jobs meanwhile.
         """
         if in_job_greenlet():
-            return await_only(coro)
+            return await_only(coro, in_job_context=True)
         loop = self._loop
         if (
             loop is not None

@@ -47,17 +47,21 @@ def in_job_greenlet() -> bool:
     return isinstance(greenlet.getcurrent(), _JobGreenlet)
 
 
-def await_only(awaitable: Awaitable[T]) -> T:
+def await_only(awaitable: Awaitable[T], *, in_job_context: bool = False) -> T:
     """Wait for ``awaitable`` from synchronous code inside a job greenlet.
 
     The greenlet is suspended, and the loop runs other jobs, until the
     awaitable is done; its result is returned (its exception raised) here.
+    ``in_job_context``: run a coroutine as a task of its own in the
+    greenlet's ``contextvars`` context (the job's coroutine itself, which must
+    see what Celery's signals set there); other awaits (a store, a read) run
+    on the driving task as they are, which costs no task.
     """
     current = greenlet.getcurrent()
     if not isinstance(current, _JobGreenlet):
         msg = "await_only() called outside a job greenlet"
         raise RuntimeError(msg)  # noqa: TRY004 - a misuse, not a bad argument
-    result: T = current.driver.switch(awaitable)
+    result: T = current.driver.switch((awaitable, in_job_context))
     return result
 
 
@@ -73,11 +77,12 @@ async def run_in_greenlet(fn: Callable[..., T], *args: Any) -> T:  # noqa: ANN40
     job.gr_context = contextvars.copy_context()
     value = job.switch(*args)
     while not job.dead:
+        awaitable, in_job_context = value
         try:
-            if asyncio.iscoroutine(value):
-                outcome = await loop.create_task(value, context=job.gr_context)
+            if in_job_context and asyncio.iscoroutine(awaitable):
+                outcome = await loop.create_task(awaitable, context=job.gr_context)
             else:
-                outcome = await value
+                outcome = await awaitable
         except BaseException:  # noqa: BLE001 - thrown back into the greenlet
             value = job.throw(*sys.exc_info())
         else:

@@ -20,6 +20,7 @@ go back to the queue.
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import logging
 import os
@@ -84,6 +85,9 @@ class AsyncioPool(BasePool):  # type: ignore[misc]
         self._threads: ThreadPoolExecutor | None = None
         self._slots: asyncio.Semaphore | None = None
         self._running: dict[PoolJob, asyncio.Task[None]] = {}
+        #: Jobs handed over by Celery's consumer thread, not started yet.
+        self._incoming: collections.deque[Any] = collections.deque()
+        self._wakeup_due = False
         self._closing = False
         self._watchdog: LoopWatchdog | None = None
         self._on_loop: Callable[[str], bool] = lambda _name: False
@@ -132,7 +136,11 @@ class AsyncioPool(BasePool):  # type: ignore[misc]
         job = PoolJob(task_id=str(args[1]) if len(args) > 1 else "", name=name)
         run = functools.partial(target, *args, **(kwargs or {}))
         limits = (timeout_callback, soft_timeout, timeout)
-        loop.call_soon_threadsafe(self._launch, job, run, callback, accept_callback, limits)
+        self._incoming.append((job, run, callback, accept_callback, limits))
+        if not self._wakeup_due:
+            # One wake-up of the loop for a burst of jobs, not one per job.
+            self._wakeup_due = True
+            loop.call_soon_threadsafe(self._launch_incoming)
         return _Applied(job, loop)
 
     def on_stop(self) -> None:
@@ -166,18 +174,19 @@ class AsyncioPool(BasePool):  # type: ignore[misc]
 
     # -- on the loop ---------------------------------------------------------
 
-    def _launch(
-        self,
-        job: PoolJob,
-        run: Callable[[], Any],
-        callback: Callable[..., Any] | None,
-        accept_callback: Callable[..., Any] | None,
-        limits: tuple[Callable[..., Any] | None, float | None, float | None],
-    ) -> None:
+    def _launch_incoming(self) -> None:
+        """Start every job handed over since the last wake-up (on the loop)."""
+        self._wakeup_due = False
         loop = asyncio.get_running_loop()
-        task = loop.create_task(self._run_job(job, run, callback, accept_callback, limits))
-        self._running[job] = task
-        task.add_done_callback(lambda _: self._running.pop(job, None))
+        incoming = self._incoming
+        while incoming:
+            job, run, callback, accept_callback, limits = incoming.popleft()
+            task = loop.create_task(self._run_job(job, run, callback, accept_callback, limits))
+            self._running[job] = task
+            task.add_done_callback(functools.partial(self._forget, job))
+
+    def _forget(self, job: PoolJob, _task: asyncio.Task[None]) -> None:
+        self._running.pop(job, None)
 
     async def _run_job(
         self,
