@@ -14,6 +14,7 @@ import sys
 
 SCRIPTS = (
     "drain",
+    "async_io",
     "publish",
     "roundtrip",
     "many_waiters",

@@ -22,11 +22,13 @@ def bench_celery_app(name: str, queue: str, **settings: Any) -> Celery:
         backend=os.environ.get("RESULT_BACKEND", "redis://127.0.0.1:6379/0"),
     )
     app.conf.update(
-        task_default_queue=queue,
-        task_queues=[Queue(queue)],
-        broker_connection_retry_on_startup=True,
-        worker_prefetch_multiplier=4,
-        result_expires=600,
-        **settings,
+        {
+            "task_default_queue": queue,
+            "task_queues": [Queue(queue)],
+            "broker_connection_retry_on_startup": True,
+            "worker_prefetch_multiplier": 4,
+            "result_expires": 600,
+            **settings,
+        }
     )
     return app
