@@ -267,25 +267,19 @@ class AmqpSender:
                 reason = f"no confirmation within {self._timeout:g} s (publish_timeout)"
             else:
                 reason = f"the broker could not be reached within {self._timeout:g} s"
-            raise PublishError(
-                job_id, self._where, reason, maybe_sent=attempt.handed_off
-            ) from None
+            raise PublishError(job_id, self._where, reason, maybe_sent=attempt.handed_off) from None
         except _REFUSALS as exc:
             reason = f"the broker refused it: {exc}"
             raise PublishError(job_id, self._where, reason, maybe_sent=False) from exc
         except _LOST as exc:  # only once closing: otherwise a loss is retried
             reason = f"the producer shut down ({type(exc).__name__}: {exc})"
-            raise PublishError(
-                job_id, self._where, reason, maybe_sent=attempt.handed_off
-            ) from exc
+            raise PublishError(job_id, self._where, reason, maybe_sent=attempt.handed_off) from exc
         except asyncio.CancelledError:
             if not self._closed or attempt.withdrawn:
                 raise
             # Ended by close(): the pusher gets the outcome, not a cancel it never asked for.
             reason = "the producer shut down before the broker confirmed it"
-            raise PublishError(
-                job_id, self._where, reason, maybe_sent=attempt.handed_off
-            ) from None
+            raise PublishError(job_id, self._where, reason, maybe_sent=attempt.handed_off) from None
 
     async def _publish_all(self, attempt: Attempt, messages: Sequence[Outgoing]) -> None:
         failures = 0

@@ -144,9 +144,7 @@ class BeatEngine:
             try:
                 self._read_outcomes()
             except Exception:  # a backend blip must not stop beat
-                logger.warning(
-                    "Cannot read the outcomes of cron runs; trying again", exc_info=True
-                )
+                logger.warning("Cannot read the outcomes of cron runs; trying again", exc_info=True)
             self._next_reload = time.monotonic() + self._reload_every
         return self._sleep_for()
 

@@ -50,9 +50,7 @@ class PublishError(RuntimeError):
     """
 
     def __init__(self, job_id: str, broker: str, reason: str, *, maybe_sent: bool) -> None:
-        outcome = (
-            "it may or may not have reached the broker" if maybe_sent else "nothing was sent"
-        )
+        outcome = "it may or may not have reached the broker" if maybe_sent else "nothing was sent"
         super().__init__(f"job {job_id!r} was not published to {broker}: {reason} ({outcome})")
         self.job_id = job_id
         self.broker = broker

@@ -67,6 +67,8 @@ _COALESCE_SECONDS: Final = 0.001
 _CLOSE_SECONDS: Final = 0.25
 _RECONNECT_SECONDS: Final = (0.1, 0.5, 1.0, 2.0, 5.0)
 _MGET_BATCH: Final = 500
+
+
 class Watcher(Protocol):
     """Follows pending task ids until their result is stored."""
 

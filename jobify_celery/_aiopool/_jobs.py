@@ -13,7 +13,8 @@ cancelling that task with a reason the executor turns into Celery's outcome:
 * ``SHUTDOWN``: the worker stopped and the grace period ran out: the message
   goes back to the queue (``Reject(requeue=True)``) and runs again elsewhere;
 * ``TERMINATED``: ``revoke(terminate=True)``: Celery has recorded the revoke,
-  the job stops without a state of its own (``Ignore``).
+  the job stops without a state of its own (``Ignore``). A job Celery cancels
+  without a revoke (its cold shutdown) ends for ``SHUTDOWN`` instead.
 
 Pure bookkeeping, with one ``ContextVar`` through which the executor finds
 the job it runs for.
@@ -43,7 +44,7 @@ class Ending(enum.Enum):
 class PoolJob:
     """A job the asyncio pool runs: its Celery identity and its running task."""
 
-    __slots__ = ("ending", "name", "started", "task", "task_id")
+    __slots__ = ("ending", "handle", "name", "started", "task", "task_id")
 
     def __init__(self, task_id: str, name: str) -> None:
         self.task_id = task_id
@@ -54,6 +55,9 @@ class PoolJob:
         self.task: asyncio.Task[object] | None = None
         #: Set when the pool ends it early.
         self.ending: Ending | None = None
+        #: What Celery holds a weak reference to (to terminate the job): kept
+        #: alive here for as long as the pool keeps the job.
+        self.handle: object | None = None
 
     def end(self, ending: Ending) -> None:
         """End the job for ``ending``; a job already ending keeps its first reason."""

@@ -68,9 +68,18 @@ class _Applied:
         self._loop = loop
 
     def terminate(self, signal: Any = None) -> None:  # noqa: ANN401
-        """``revoke(terminate=True)``: end the job cooperatively (no process to kill)."""
+        """End the job cooperatively (no process to kill); Celery's worker thread calls it.
+
+        For ``revoke(terminate=True)`` (the job's id is revoked: it stops, not
+        to run again) or for a cold shutdown's cancel (not revoked: its
+        message goes back to the queue).
+        """
         del signal
-        self._loop.call_soon_threadsafe(self._job.end, Ending.TERMINATED)
+        from celery.worker import state  # noqa: PLC0415 - the worker's own state
+
+        revoked = self._job.task_id in state.revoked
+        ending = Ending.TERMINATED if revoked else Ending.SHUTDOWN
+        self._loop.call_soon_threadsafe(self._job.end, ending)
 
 
 class AsyncioPool(BasePool):  # type: ignore[misc]
@@ -136,20 +145,28 @@ class AsyncioPool(BasePool):  # type: ignore[misc]
         job = PoolJob(task_id=str(args[1]) if len(args) > 1 else "", name=name)
         run = functools.partial(target, *args, **(kwargs or {}))
         limits = (timeout_callback, soft_timeout, timeout)
+        job.handle = applied = _Applied(job, loop)
         self._incoming.append((job, run, callback, accept_callback, limits))
         if not self._wakeup_due:
             # One wake-up of the loop for a burst of jobs, not one per job.
             self._wakeup_due = True
             loop.call_soon_threadsafe(self._launch_incoming)
-        return _Applied(job, loop)
+        return applied
 
     def on_stop(self) -> None:
-        """Warm shutdown: no new job; jobs in flight get ``shutdown_grace``, then end."""
+        """Warm shutdown: no new job; jobs in flight get ``shutdown_grace``, then end.
+
+        After a cold shutdown (SIGQUIT, or a second Ctrl+C) there is no grace.
+        """
+        from celery.worker import state  # noqa: PLC0415 - the worker's own state
+
+        cold = state.should_terminate is not None and state.should_terminate is not False
+        grace = 0.0 if cold else self._grace
         loop = self._loop
         if loop is not None and loop.is_running():
-            settle = asyncio.run_coroutine_threadsafe(self._drain(self._grace), loop)
+            settle = asyncio.run_coroutine_threadsafe(self._drain(grace), loop)
             try:
-                settle.result(self._grace + _SETTLE_SECONDS + 1)
+                settle.result(grace + _SETTLE_SECONDS + 1)
             except Exception:
                 logger.exception("The asyncio pool did not stop cleanly")
         if self._threads is not None:

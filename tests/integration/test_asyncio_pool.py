@@ -212,6 +212,47 @@ def test_warm_shutdown_lets_jobs_finish_within_the_grace_then_sends_the_rest_bac
     assert all(tally.runs(ns)[job.id] == 2 for job in slow)
 
 
+def test_revoke_with_terminate_ends_one_running_job_for_good(
+    pooled: Callable[..., tuple[Tally, WorkerProcess]],
+) -> None:
+    tally, _worker = pooled()
+    ns = uuid.uuid4().hex[:10]
+
+    async def scenario() -> tuple[Any, Any, Any]:
+        doomed = await tally.work.push(ns, 4.0)
+        other = await tally.work.push(ns, 0.2)
+        await asyncio.to_thread(wait_until, lambda: doomed.id in tally.runs(ns), WAIT, "running")
+        await doomed.cancel(terminate=True)
+        await asyncio.wait_for(other, WAIT)
+        return doomed, other, AsyncResult(doomed.id, app=tally.celery_app).state
+
+    started = time.monotonic()
+    doomed, other, state = _in_app(tally, scenario)
+    assert doomed.status is JobStatus.CANCELLED
+    assert state == "REVOKED"
+    assert other.id in tally.finished(ns)
+    time.sleep(max(0.0, started + 6.0 - time.monotonic()))  # past the doomed job's 4 s
+    assert doomed.id not in tally.finished(ns)  # it stopped where it was
+    assert tally.runs(ns)[doomed.id] == 1  # acknowledged: never delivered again
+
+
+def test_cold_shutdown_ends_jobs_at_once_and_sends_them_back(
+    pooled: Callable[..., tuple[Tally, WorkerProcess]],
+    start_tally_worker: Callable[..., WorkerProcess],
+) -> None:
+    tally, worker = pooled(shutdown_grace=60.0)
+    ns = uuid.uuid4().hex[:10]
+    slow = _in_app(tally, lambda: asyncio.gather(*(tally.work.push(ns, 30.0) for _ in range(5))))
+    wait_until(lambda: len(tally.runs(ns)) == 5, WAIT, "five jobs running")
+    started = time.monotonic()
+    worker.process.send_signal(signal.SIGQUIT)
+    worker.process.wait(30)
+    assert time.monotonic() - started < 15  # not the 60 s grace, nor the jobs' 30 s
+    assert not tally.finished(ns)
+    start_tally_worker(tally, pool="asyncio", concurrency=50)
+    wait_until(lambda: all(tally.runs(ns).get(job.id) == 2 for job in slow), WAIT, "sent back")
+
+
 def test_worker_events_and_retry_and_revoke_signals(
     make_tally: Callable[..., Tally], start_tally_worker: Callable[..., WorkerProcess]
 ) -> None:
