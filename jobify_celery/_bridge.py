@@ -37,6 +37,7 @@ from jobify_celery._jobify import (
     has_default_dumper,
     has_default_loader,
     install_hooks,
+    rebind_loop,
     route_by_name,
 )
 from jobify_celery._names import route_table
@@ -319,6 +320,9 @@ class JobifyCelery:
             **celery_task_options(route_options, wrapped.options if wrapped else None),
             "name": name,
             "bind": True,
+            # Celery adds a shared task to every app it finalizes: another
+            # bridged app with a route of the same name would run this one.
+            "shared": False,
             "base": JobifyTask,
             "serializer": "json",
             "jobify_route": name,
@@ -379,10 +383,16 @@ class JobifyCelery:
     async def _on_app_startup(self) -> None:
         self._check_tasks()
         loop = asyncio.get_running_loop()
+        runtime = self._runtime
+        if runtime.runs_app_on_own_thread(other_than=loop):
+            # A sync call started the app on the runtime's thread (an eager
+            # .delay() in a test, say): end that start first, so the app has
+            # one lifetime and its lifespan is entered once.
+            await asyncio.to_thread(runtime.stop)
+        rebind_loop(self.app)
         celery_app = self.celery_app
         backend: Backend = celery_app.backend
         watcher = watcher_for(backend, outage_timeout=self._backend_outage_timeout)
-        runtime = self._runtime
 
         def make_sender() -> Sender:
             return sender_for(

@@ -60,6 +60,7 @@ __all__ = (
     "install_hooks",
     "make_remote",
     "read_cron_record",
+    "rebind_loop",
     "route_by_name",
     "routes_of",
     "run_inner_chain",
@@ -204,6 +205,27 @@ def install_hooks(app: Jobify, terminal: PublishTerminal, hooks: RegistrationHoo
 def app_is_started(app: Jobify) -> bool:
     """Tell whether ``app.startup()`` has run and ``shutdown()`` has not."""
     return bool(app.configs.app_started)
+
+
+def rebind_loop(app: Jobify) -> bool:
+    """Make the app use the loop it is being started on, not one it ran on before.
+
+    Jobify 0.14 remembers the first loop that asks for one
+    (``configs.getloop``, a ``cache_result`` of ``asyncio.get_running_loop``,
+    shared by the sync-function runners and the storage). An app started again
+    on another loop (a test suite's second ``asyncio.run``, an ``async with
+    app:`` after a sync eager call ran on the bridge's own loop) would hand its
+    sync functions to a closed loop. Clearing the remembered loop makes the
+    next ask remember the current one. Returns False if Jobify no longer caches
+    this way (nothing done).
+    """
+    getloop = app.configs.getloop
+    code = getattr(getloop, "__code__", None)
+    cells = getattr(getloop, "__closure__", None)
+    if code is None or cells is None or "result" not in code.co_freevars:
+        return False
+    cells[code.co_freevars.index("result")].cell_contents = None
+    return True
 
 
 def handle_of(job: Job[Any]) -> object:

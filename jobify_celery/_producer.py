@@ -21,6 +21,7 @@ from jobify import JobStatus
 from jobify.exceptions import DuplicateJobError
 
 from jobify_celery._codec import HEADER_KEY, encode_call, encode_header
+from jobify_celery._eager import EagerHandle, is_eager, outcome, run_eagerly
 from jobify_celery._errors import (
     AppBindingError,
     NoResultBackendError,
@@ -285,6 +286,8 @@ class Publisher:
                 publish=token,
             )
         }
+        if is_eager(self._celery_app):
+            return await self._run_eagerly(job, task, args, kwargs, headers, spec.result_type)
         # Celery builds the message here (routing, signals); nothing is sent yet.
         messages = session.capture.messages(
             task, args, kwargs, task_id=job.id, eta=eta, headers=headers
@@ -312,6 +315,36 @@ class Publisher:
         except BaseException:
             self._untrack(job, handle)
             raise
+        return cast("asyncio.Handle", handle)
+
+    async def _run_eagerly(  # noqa: PLR0913, PLR0917
+        self,
+        job: Job[Any],
+        task: Any,  # noqa: ANN401 - the route's Celery task
+        args: list[Any],
+        kwargs: dict[str, Any],
+        headers: dict[str, Any],
+        result_type: Any,  # noqa: ANN401
+    ) -> asyncio.Handle:
+        """``task_always_eager``: run the job here and now (see ``_eager``)."""
+        handle = EagerHandle()
+        tracker_of(self._app).register_job(job)
+        job.bind_handle(cast("asyncio.Handle", handle))
+        remote = make_remote(job)
+        remote.status = JobStatus.RUNNING
+        try:
+            result = await run_eagerly(task, args, kwargs, task_id=job.id, headers=headers)
+        except BaseException:
+            finish_job(self._app, job)
+            raise
+        ended = outcome(result, self._codec, result_type, task.name)
+        if ended.status is JobStatus.SUCCESS:
+            remote.set_result(ended.value, status=JobStatus.SUCCESS)
+        elif ended.status is JobStatus.CANCELLED:
+            remote.status = JobStatus.CANCELLED
+        else:
+            remote.set_exception(cast("Exception", ended.error), status=ended.status)
+        finish_job(self._app, job)
         return cast("asyncio.Handle", handle)
 
     async def _replace(

@@ -256,6 +256,20 @@ class ProcessRuntime:
             return not loop.is_closed()
         return loop.is_running() and app_is_started(self._app)
 
+    def runs_app_on_own_thread(self, other_than: asyncio.AbstractEventLoop) -> bool:
+        """Tell whether this runtime's loop thread runs the app, on a loop not ``other_than``.
+
+        True in a process where a sync call (an eager ``.delay()``, a task run
+        in a test) started the app on the runtime's thread, when the app is
+        then started on another loop (``async with app:``).
+        """
+        return (
+            self.owns_loop
+            and self._thread is not None
+            and self._loop is not other_than
+            and app_is_started(self._app)
+        )
+
     def _raise_if_failed(self) -> None:
         failure = self._failure
         if failure is not None and failure[0] == os.getpid():

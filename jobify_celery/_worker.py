@@ -237,7 +237,7 @@ class Executor:
     @staticmethod
     def _verdict(task: Task, request: Any) -> Verdict:  # noqa: ANN401
         """Tell whether a message that waited may run (see ``_supersede``)."""
-        token = publish_token(getattr(request, HEADER_KEY, None))
+        token = publish_token(jobify_header(request))
         if not token:
             return Verdict.RUN
         return verdict(token, current_publish(task.backend, request.id))
@@ -279,7 +279,7 @@ class Executor:
         )
         configs = app.configs
         tz = configs.tz
-        envelope = decode_header(getattr(request, HEADER_KEY, None), codec, tz)
+        envelope = decode_header(jobify_header(request), codec, tz)
         if envelope.problems:
             logger.warning("Task %s[%s]: %s", name, request.id, "; ".join(envelope.problems))
         builder = plan.route.create_builder(bound)
@@ -399,6 +399,20 @@ class Executor:
         )
         self._plans[name] = plan
         return plan
+
+
+def jobify_header(request: Any) -> Any:  # noqa: ANN401
+    """Return the Jobify header of a Celery request (``None`` if it has none).
+
+    A worker's request carries a message's custom headers as attributes; an
+    eager request (``Task.apply``) keeps them in ``request.headers``.
+    """
+    header = getattr(request, HEADER_KEY, None)
+    if header is None:
+        headers = getattr(request, "headers", None)
+        if isinstance(headers, dict):
+            header = headers.get(HEADER_KEY)
+    return header
 
 
 def _ended_by_pool(pool_job: PoolJob, job: Job[Any]) -> BaseException:

@@ -16,7 +16,13 @@ from jobify import INJECT, Job, JobContext, Jobify, JobRouter, JobStatus, Schedu
 from packaging.version import Version
 
 from jobify_celery import JobifyCelery
-from jobify_celery._jobify import RemoteJob, build_job_context, route_by_name, tracker_of
+from jobify_celery._jobify import (
+    RemoteJob,
+    build_job_context,
+    rebind_loop,
+    route_by_name,
+    tracker_of,
+)
 from jobify_celery._names import route_table
 
 
@@ -165,3 +171,18 @@ def test_a_job_context_can_be_built_from_a_route_builder() -> None:
         "schedule_builder",
     )
     asyncio.run(scenario())
+
+
+def test_the_remembered_loop_can_be_cleared_for_a_new_start() -> None:
+    app = Jobify(storage=False)
+
+    async def ask() -> tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop]:
+        return app.configs.getloop(), asyncio.get_running_loop()
+
+    first, _ = asyncio.run(ask())
+    remembered, current = asyncio.run(ask())
+    assert remembered is first  # Jobify keeps the first loop: the stale one
+    assert remembered is not current
+    assert rebind_loop(app)
+    remembered, current = asyncio.run(ask())
+    assert remembered is current
