@@ -384,10 +384,10 @@ class JobifyCelery:
         self._check_tasks()
         loop = asyncio.get_running_loop()
         runtime = self._runtime
-        if runtime.runs_app_on_own_thread(other_than=loop):
-            # A sync call started the app on the runtime's thread (an eager
-            # .delay() in a test, say): end that start first, so the app has
-            # one lifetime and its lifespan is entered once.
+        if runtime.runs_app_elsewhere(other_than=loop):
+            # A sync call or an in-process worker started the app on the
+            # runtime's own loop (an eager .delay() in a test, say): end that
+            # start first, so the app has one lifetime (one lifespan).
             await asyncio.to_thread(runtime.stop)
         rebind_loop(self.app)
         celery_app = self.celery_app

@@ -96,13 +96,12 @@ class ProcessRuntime:
         if in_job_greenlet():
             return await_only(coro, in_job_context=True)
         loop = self._loop
-        if (
-            loop is not None
-            and self._inline_owner == threading.get_ident()
-            and self._pid == os.getpid()
-        ):
-            # This thread started the loop and drives it (stop() clears both).
-            return self._run_inline(loop, coro, task)
+        if loop is not None and self._inline_owner is not None and self._pid == os.getpid():
+            if self._inline_owner == threading.get_ident():
+                # This thread started the loop and drives it (stop() clears both).
+                return self._run_inline(loop, coro, task)
+            if self._adopt_inline(loop):
+                return self._run_inline(loop, coro, task)
         try:
             loop = self.ensure_started()
         except BaseException:
@@ -189,6 +188,19 @@ class ProcessRuntime:
 
     # -- internals ----------------------------------------------------------
 
+    def _adopt_inline(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Let the calling thread drive an inline loop that no thread is running.
+
+        A solo pool built on one thread and run on another (Celery's
+        ``start_worker`` in a test) starts the loop where the pool is built;
+        its tasks come on the worker's thread, which takes the loop over.
+        """
+        with self._lock:
+            if self._loop is not loop or self._inline_owner is None or loop.is_running():
+                return False
+            self._inline_owner = threading.get_ident()
+            return True
+
     def _run_inline(
         self,
         loop: asyncio.AbstractEventLoop,
@@ -218,7 +230,8 @@ class ProcessRuntime:
             raise
 
     def _stop_inline(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
-        if self._inline_owner != threading.get_ident() or loop.is_running():
+        mine = self._inline_owner == threading.get_ident()
+        if loop.is_running() or not (mine or self._adopt_inline(loop)):
             logger.warning("Jobify app left running: stopped from another thread")
             return
         try:
@@ -256,19 +269,20 @@ class ProcessRuntime:
             return not loop.is_closed()
         return loop.is_running() and app_is_started(self._app)
 
-    def runs_app_on_own_thread(self, other_than: asyncio.AbstractEventLoop) -> bool:
-        """Tell whether this runtime's loop thread runs the app, on a loop not ``other_than``.
+    def runs_app_elsewhere(self, other_than: asyncio.AbstractEventLoop) -> bool:
+        """Tell whether this runtime started the app on a loop not ``other_than``, now idle.
 
-        True in a process where a sync call (an eager ``.delay()``, a task run
-        in a test) started the app on the runtime's thread, when the app is
-        then started on another loop (``async with app:``).
+        True in a process where a sync call (an eager ``.delay()``) or an
+        in-process test worker started the app on the runtime's own loop,
+        when the app is then started on another loop (``async with app:``).
+        An inline loop counts only while no job runs on it.
         """
-        return (
-            self.owns_loop
-            and self._thread is not None
-            and self._loop is not other_than
-            and app_is_started(self._app)
-        )
+        loop = self._loop
+        if not self.owns_loop or loop is None or loop is other_than:
+            return False
+        if self._thread is None and loop.is_running():
+            return False  # an inline loop running a job right now
+        return app_is_started(self._app)
 
     def _raise_if_failed(self) -> None:
         failure = self._failure
