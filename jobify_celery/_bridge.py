@@ -117,6 +117,19 @@ class _BridgePlugin:
     async def shutdown(self) -> None:
         await self._bridge._on_app_shutdown()  # noqa: SLF001
 
+    @property
+    def bridge(self) -> JobifyCelery:
+        """The bridge this plugin belongs to."""
+        return self._bridge
+
+
+def bridge_of_app(app: object) -> JobifyCelery | None:
+    """Return the bridge of a Jobify app bound with ``JobifyCelery`` (else ``None``)."""
+    for plugin in getattr(app, "plugins", ()):
+        if isinstance(plugin, _BridgePlugin):
+            return plugin.bridge
+    return None
+
 
 class _Registration:
     """The bridge's side of Jobify's route registration."""

@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Final
 
 from billiard.einfo import ExceptionInfo
+from celery.app.trace import trace_task_ret
 from celery.concurrency.base import BasePool, apply_target
 from celery.concurrency.thread import ApplyResult
 from celery.exceptions import WorkerLostError, WorkerShutdown, WorkerTerminate
@@ -134,6 +135,11 @@ class AsyncioPool(BasePool):  # type: ignore[misc]
         """Run a job on the loop, or a synchronous task on a thread."""
         args = tuple(args or ())
         name = str(args[0]) if args else ""
+        if target is trace_task_ret:
+            # Celery's tracer finds the app through the thread's current app
+            # unless told: the loop's thread may have another (a worker in a
+            # test process), so it is told.
+            kwargs = {**(kwargs or {}), "app": self.app}
         loop = self._loop
         if loop is None or not self._on_loop(name):
             threads = self._threads
@@ -250,22 +256,37 @@ class AsyncioPool(BasePool):  # type: ignore[misc]
         except (WorkerShutdown, WorkerTerminate):
             raise
         except Exception:
+            # Celery's tracer handles the task's own errors: this is one of its
+            # own (a task missing from the registry, a broken signal handler).
             logger.exception("Job %s[%s] broke out of Celery's tracer", job.name, job.task_id)
-            ret = None
-            if callback is not None and job.ending is not Ending.HARD_LIMIT:
-                callback(ExceptionInfo())
+            self._fail(job, callback)
             return
         except BaseException as exc:  # noqa: BLE001 - as Celery's apply_target: worker lost
             try:
                 raise WorkerLostError(repr(exc)).with_traceback(sys.exc_info()[2]) from exc
             except WorkerLostError:
-                if callback is not None and job.ending is not Ending.HARD_LIMIT:
-                    callback(ExceptionInfo())
+                self._fail(job, callback)
             return
         if job.ending is Ending.HARD_LIMIT:
             return  # reported and settled by Celery's timeout handler
         if callback is not None:
             callback(ret)
+
+    @staticmethod
+    def _fail(job: PoolJob, on_success: Callable[..., Any] | None) -> None:
+        """Report the exception being handled as the job's failure, as Celery's pools do.
+
+        ``on_success`` is the request's (Celery hands the pool no other): its
+        request's ``on_failure`` stores the failure and settles the message
+        (acknowledged, or requeued for a lost worker when the task says so).
+        """
+        if job.ending is Ending.HARD_LIMIT:
+            return  # reported and settled by Celery's timeout handler
+        on_failure = getattr(getattr(on_success, "__self__", None), "on_failure", None)
+        if on_failure is None:
+            logger.error("Job %s[%s] could not be reported as failed", job.name, job.task_id)
+            return
+        on_failure(ExceptionInfo(), return_ok=False)
 
     def _arm_limits(
         self,
