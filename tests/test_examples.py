@@ -138,6 +138,30 @@ def test_example_shop_runs_on_a_prefork_worker(servers: None, tmp_path: Path) ->
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("pool", ["solo", "threads", "asyncio"])
+def test_example_shop_tests_pass_with_the_testing_helpers(servers: None, pool: str) -> None:
+    from kombu import Connection
+
+    queue = f"shop-tests-{pool}-{os.getpid()}"
+    env = {**os.environ, "SHOP_QUEUE": queue, "JOBIFY_TEST_POOL": pool}
+    try:
+        completed = subprocess.run(
+            [sys.executable, "-m", "pytest", "examples/shop/tests", "-q", "-p", "no:cacheprovider"],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        with Connection("amqp://guest:guest@127.0.0.1:5672//") as conn:
+            conn.channel().queue_delete(queue)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "2 passed" in completed.stdout
+
+
+@pytest.mark.integration
 def test_example_crons_run_on_beat_and_a_worker(servers: None, tmp_path: Path) -> None:
     import contextlib
     import sqlite3
