@@ -4,10 +4,13 @@ A job crosses the broker as an ordinary Celery message of protocol 2, so
 Flower, ``celery inspect`` and plain Celery clients read and write it:
 
 * ``args`` / ``kwargs``: the call's arguments, each dumped by the app's
-  ``dumper`` for its parameter's annotation and, for a default ``Jobify()``,
-  tagged the way Jobify's extended JSON serializer tags dataclasses,
-  datetimes, UUIDs, decimals, enums, ... Plain JSON values are left as they
-  are, so ``send_task("mod:add", [1, 2])`` is a valid Jobify call.
+  ``dumper`` for its parameter's annotation. For a default ``Jobify()`` a
+  value the annotation reads back travels as plain JSON (a dataclass as its
+  fields, a ``Decimal`` as a string, a ``datetime`` as ISO 8601: ``_plain``);
+  what it cannot read back (an ``Any`` parameter holding a dataclass, say) is
+  tagged the way Jobify's extended JSON serializer tags it, and tagged values
+  load too. Plain JSON values are left as they are, so
+  ``send_task("mod:add", [1, 2])`` is a valid Jobify call.
 * one header, ``jobify``: ``{"v": 1, "exec_at": <ISO 8601>, "request_state":
   {...}}``, the planned time and what the producer's outer middleware stored
   in ``OuterContext.request_state``. A message without it is a plain Celery
@@ -33,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from jobify_celery._coerce import coerce
 from jobify_celery._errors import ArgumentLoadError
+from jobify_celery._plain import NOT_PLAIN, readable
 
 if TYPE_CHECKING:
     from zoneinfo import ZoneInfo
@@ -103,10 +107,19 @@ class ValueCodec:
         self._coerce_plain = coerce_plain
 
     def dump(self, value: Any, hint: Any) -> Any:  # noqa: ANN401
-        """Return the JSON-compatible form of ``value`` for ``hint``."""
+        """Return the JSON-compatible form of ``value`` for ``hint``.
+
+        With no loader of the app's own, a value that ``hint`` reads back
+        unchanged travels as plain JSON (``_plain``); the rest keeps the
+        extended serializer's tags.
+        """
         if type(value) in _PRIMITIVES and self._coerce_plain:
             return value
         dumped = self._dump(value, hint)
+        if self._coerce_plain:
+            plain = readable(dumped, hint)
+            if plain is not NOT_PLAIN:
+                return plain
         if self._tag is not None:
             dumped = self._tag(dumped)
         return dumped

@@ -368,3 +368,36 @@ def test_tagged_classes_reach_nested_and_generic_hints() -> None:
 
     found = set(tagged_classes([dict[str, Outer] | None]))
     assert found == {Outer, Customer, Tier}
+
+
+def test_typed_values_travel_as_readable_plain_json() -> None:
+    customer = Customer(uuid.UUID(int=7), Tier.GOLD, date(2020, 1, 2))
+    when = datetime(2026, 1, 1, 12, 30, tzinfo=UTC)
+    bound = SIGNATURE.bind(customer, Decimal("9.50"), when, 1, note="n", color="red")
+    args, kwargs = encode_call("t", bound, HINTS, default_codec(), ["ctx"])
+    assert args == [
+        {"id": str(uuid.UUID(int=7)), "tier": "gold", "since": "2020-01-02"},
+        "9.50",
+        "2026-01-01T12:30:00+00:00",
+        1,
+    ]
+    assert kwargs == {"note": "n", "color": "red"}
+    assert decode(args, kwargs).arguments == bound.arguments
+
+
+def test_a_value_its_annotation_cannot_read_back_keeps_its_tags() -> None:
+    codec = default_codec()
+    customer = Customer(uuid.UUID(int=7), Tier.GOLD, date(2020, 1, 2))
+    tagged = codec.dump(customer, Any)  # Any: a plain dict would come back a dict
+    assert tagged["__dataclass__"]["type"] == "Customer"
+    assert codec.load(tagged, Any) == customer
+
+
+def test_a_message_in_the_tagged_form_still_loads() -> None:
+    customer = Customer(uuid.UUID(int=7), Tier.GOLD, date(2020, 1, 2))
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    # What producers before the readable wire sent: every typed value tagged.
+    args = [extended_encode(customer), extended_encode(Decimal("9.5")), extended_encode(when)]
+    assert args[0]["__dataclass__"]["type"] == "Customer"
+    back = decode(args, {})
+    assert back.args == (customer, Decimal("9.5"), when)
