@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -159,6 +160,58 @@ def test_example_shop_tests_pass_with_the_testing_helpers(servers: None, pool: s
             conn.channel().queue_delete(queue)
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert "2 passed" in completed.stdout
+
+
+@pytest.mark.integration
+def test_fastapi_example_pushes_and_awaits_jobs_on_a_worker(servers: None, tmp_path: Path) -> None:
+    import json
+
+    from kombu import Connection
+
+    from tests.integration.workers import WorkerProcess
+
+    queue = f"shop-fastapi-{os.getpid()}"
+    env = {"SHOP_QUEUE": queue}
+    try:
+        worker = WorkerProcess(
+            app_path="examples.shop.tasks:celery_app",
+            celery_app=_shop_celery_app(queue),
+            queues=[queue],
+            node=f"{queue}@test",
+            pool="threads",
+            concurrency=4,
+            log_path=tmp_path / "worker.log",
+            extra_env=env,
+            cwd=tmp_path,
+        )
+        try:
+            worker.wait_ready()
+            completed = run_example_module("tests.drive_fastapi", tmp_path, env)
+        finally:
+            worker.stop()
+    finally:
+        with Connection("amqp://guest:guest@127.0.0.1:5672//") as conn:
+            conn.channel().queue_delete(queue)
+    assert completed.returncode == 0, completed.stderr
+    answers = json.loads(completed.stdout.strip().splitlines()[-1])
+    status, body = answers["now"]
+    assert status == 200
+    assert body["total"] == "13.70"
+    assert body["request_id"] == f"req-{body['job_id'][:8]}"
+    assert answers["later"][0] == 202
+    state = answers["state"]
+    assert state["state"] == "SUCCESS"
+    assert state["result"]["total"] == "1.20"  # the receipt, readable from the backend
+    assert answers["bad"] == 422  # FastAPI refuses the body before anything is pushed
+
+
+def _shop_celery_app(queue: str) -> Any:
+    """A Celery app on the shop's broker and queue, for pinging its worker."""
+    from celery import Celery
+
+    app = Celery("shop-ping", broker="amqp://guest:guest@127.0.0.1:5672//")
+    app.conf.task_default_queue = queue
+    return app
 
 
 @pytest.mark.integration
