@@ -132,6 +132,8 @@ def test_example_shop_runs_on_a_prefork_worker(servers: None, tmp_path: Path) ->
             "success: Receipt(order_id=42, total=Decimal('13.70'), request_id='req-"
             in completed.stdout
         )
+        # Neither the worker nor the producer left a file where they ran.
+        assert not list(tmp_path.glob("jobify.db*"))
     finally:
         os.environ.pop("SHOP_QUEUE", None)
         with Connection("amqp://guest:guest@127.0.0.1:5672//") as conn:

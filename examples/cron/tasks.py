@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
+from pathlib import Path
 
 from celery import Celery
 from jobify import INJECT, Cron, JobContext, Jobify, MisfirePolicy
@@ -35,7 +37,9 @@ celery_app.conf.update(
     broker_connection_retry_on_startup=True,
 )
 
-app = Jobify(storage=SQLiteStorage(os.environ.get("CRON_DB", "cron-example.db")))
+# Beat and the producers of one host share this file; kept out of the working directory.
+CRON_DB = os.environ.get("CRON_DB", str(Path(tempfile.gettempdir()) / "jobify-cron-example.db"))
+app = Jobify(storage=SQLiteStorage(CRON_DB))
 JobifyCelery(app, celery_app)  # also makes `celery beat` use JobifyScheduler
 
 

@@ -63,7 +63,11 @@ class LogJob:
         return result
 
 
-app = Jobify(middleware=[LogJob()], outer_middleware=[AddRequestId()], lifespan=lifespan)
+# storage=False: this app has no crons to keep (a default Jobify() would write
+# jobify.db into the working directory of every process).
+app = Jobify(
+    middleware=[LogJob()], outer_middleware=[AddRequestId()], lifespan=lifespan, storage=False
+)
 JobifyCelery(app, celery_app)
 
 
