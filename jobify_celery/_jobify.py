@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeAlias, cast
 
 from jobify import Cron, Job, JobContext, JobStatus, RequestState
@@ -24,13 +25,13 @@ from jobify._internal.router.root import CRONS_DEF_KEY, RootRoute
 from jobify._internal.scheduler.misfire_policy import handle_misfire_policy
 from jobify._internal.serializers.json_extended import json_extended_encoder
 from jobify._internal.storage.base import ScheduledJob
+from jobify._internal.storage.sqlite import SQLiteStorage
 from jobify._internal.typeadapter.dummy import DummyDumper, DummyLoader
 
 from jobify_celery._errors import ResultUnavailableError
 
 if TYPE_CHECKING:
     import asyncio
-    from datetime import datetime
 
     from jobify import GracePolicy, Jobify, MisfirePolicy, OuterContext, ScheduleBuilder
     from jobify._internal.inspection import FuncSpec
@@ -58,12 +59,16 @@ __all__ = (
     "has_default_dumper",
     "has_default_loader",
     "install_hooks",
+    "is_jobify_sqlite",
     "make_remote",
     "read_cron_record",
     "rebind_loop",
     "route_by_name",
     "routes_of",
     "run_inner_chain",
+    "runtime_cron_record",
+    "sqlite_add_if_absent",
+    "sqlite_get_many",
     "tracker_of",
 )
 
@@ -131,10 +136,14 @@ class RemoteJob(Job[Any]):
         """
         if self.is_done():
             return
-        revoke = getattr(self._handle, "revoke", None)
+        handle = self._handle
+        revoke = getattr(handle, "revoke", None)
         if revoke is not None:
             await revoke(terminate=terminate)
         await super().cancel()
+        cancelled = getattr(handle, "cancelled", None)
+        if cancelled is not None:
+            await cancelled()  # after the storage forgot it (a cron's change feed)
 
 
 def make_remote(job: Job[Any]) -> RemoteJob:
@@ -226,6 +235,67 @@ def rebind_loop(app: Jobify) -> bool:
         return False
     cells[code.co_freevars.index("result")].cell_contents = None
     return True
+
+
+def is_jobify_sqlite(storage: object) -> bool:
+    """Tell whether ``storage`` is Jobify's own ``SQLiteStorage`` (whose internals follow)."""
+    return isinstance(storage, SQLiteStorage)
+
+
+async def sqlite_add_if_absent(storage: SQLiteStorage, record: ScheduledJob) -> bool:
+    """Insert ``record`` unless its job id is stored; tell whether it was inserted.
+
+    One statement on the storage's own connection and worker queue (Jobify 0.14
+    has no public way to run it), so SQLite's lock makes it atomic across
+    processes sharing the file.
+    """
+    query = (
+        f"INSERT INTO {storage.table_name} (job_id, name, message, status, next_run_at) "  # noqa: S608 - Jobify validates the table name
+        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (job_id) DO NOTHING"
+    )
+    row = (
+        record.job_id,
+        record.name,
+        record.message,
+        record.status,
+        record.next_run_at.isoformat(),
+    )
+
+    def insert() -> bool:
+        cursor = storage._conn.execute(query, row)  # noqa: SLF001
+        storage._conn.commit()  # noqa: SLF001
+        return cursor.rowcount == 1
+
+    return await storage._execute(insert)  # noqa: SLF001
+
+
+async def sqlite_get_many(storage: SQLiteStorage, job_ids: list[str]) -> list[ScheduledJob]:
+    """Read the records of ``job_ids`` (those that exist) from Jobify's SQLite storage."""
+    if not job_ids:
+        return []
+
+    def get() -> list[ScheduledJob]:
+        found: list[ScheduledJob] = []
+        conn = storage._conn  # noqa: SLF001
+        for start in range(0, len(job_ids), 500):
+            batch = job_ids[start : start + 500]
+            query = (
+                f"SELECT job_id, name, message, status, next_run_at FROM {storage.table_name} "  # noqa: S608 - Jobify validates the table name
+                f"WHERE job_id IN ({','.join('?' * len(batch))})"
+            )
+            found.extend(
+                ScheduledJob(
+                    job_id=row[0],
+                    name=row[1],
+                    message=row[2],
+                    status=JobStatus(row[3]),
+                    next_run_at=datetime.fromisoformat(row[4]).astimezone(storage.tz),
+                )
+                for row in conn.execute(query, batch).fetchall()
+            )
+        return found
+
+    return await storage._execute(get)  # noqa: SLF001
 
 
 def handle_of(job: Job[Any]) -> object:
@@ -342,6 +412,35 @@ def read_cron_record(app: Jobify, record: ScheduledJob) -> StoredCron:
         cron=trigger.cron,
         offset=trigger.offset,
         run_count=trigger.run_count,
+    )
+
+
+def runtime_cron_record(app: Jobify, context: OuterContext) -> ScheduledJob:
+    """Encode the cron a producer schedules, as Jobify's ``persist_job_hook`` would store it.
+
+    (Jobify's scheduler writes it with ``Storage.add_schedule``, an upsert;
+    the bridge needs the record itself to insert it only if absent.)
+    """
+    app_configs = app.configs
+    dumper = app_configs.dumper.dump
+    params = context.func_spec.type_params
+    arguments = {
+        name: dumper(value, params[name])
+        for name, value in context.runnable.origin_arguments.items()
+    }
+    message = Message(
+        job_id=context.job.id,
+        name=context.schedule_builder.name,
+        arguments=arguments,
+        trigger=context.trigger,
+    )
+    payload = app_configs.serializer.dumpb(dumper(message, Message))
+    return ScheduledJob(
+        job_id=context.job.id,
+        name=context.schedule_builder.name,
+        message=payload,
+        status=JobStatus.SCHEDULED,
+        next_run_at=context.job.exec_at,
     )
 
 

@@ -21,6 +21,8 @@ from jobify import JobStatus
 from jobify.exceptions import DuplicateJobError
 
 from jobify_celery._codec import HEADER_KEY, encode_call, encode_header
+from jobify_celery._cron_feed import feed_for
+from jobify_celery._cron_store import cron_store_for
 from jobify_celery._eager import EagerHandle, is_eager, outcome, run_eagerly
 from jobify_celery._errors import (
     AppBindingError,
@@ -37,6 +39,7 @@ from jobify_celery._jobify import (
     finish_job,
     handle_of,
     make_remote,
+    runtime_cron_record,
     tracker_of,
 )
 from jobify_celery._outcome import read_meta
@@ -206,11 +209,17 @@ class ResultHandle:
 class CronHandle:
     """A run-time cron's handle: its runs are beat's; cancel deletes it.
 
-    ``job.cancel()`` (Jobify's) deletes the schedule from the storage, and
-    beat stops firing it at its next read (within a second).
+    ``job.cancel()`` (Jobify's) deletes the schedule from the storage; the
+    handle then announces the change on the cron feed, so beat stops firing
+    it within a tick.
     """
 
-    __slots__ = ()
+    __slots__ = ("_celery_app", "_session", "job_id")
+
+    def __init__(self, session: ProducerSession, celery_app: Celery) -> None:
+        self._session = session
+        self._celery_app = celery_app
+        self.job_id = ""
 
     def cancel(self) -> None:
         """Nothing runs locally: nothing to stop here."""
@@ -219,6 +228,11 @@ class CronHandle:
         """Leave runs already published to finish."""
         del terminate
 
+    async def cancelled(self) -> None:
+        """Tell beat, once the storage has forgotten the cron."""
+        if self.job_id:
+            await announce_cron_change(self._session, self._celery_app, self.job_id)
+
     def check_waitable(self) -> None:
         """Refuse: a cron has no single result to await."""
         msg = (
@@ -226,6 +240,24 @@ class CronHandle:
             "await; follow its runs through your task (or the result backend)."
         )
         raise TypeError(msg)
+
+
+async def announce_cron_change(session: ProducerSession, celery_app: Celery, job_id: str) -> None:
+    """Put a changed cron on the feed; a failure only delays beat (it rereads all later)."""
+    feed = feed_for(celery_app)
+    if feed is None:
+        return
+    try:
+        what = "announcing the cron change"
+        await session.off_loop(job_id, what, lambda: feed.announce([job_id]))
+    except Exception as exc:  # noqa: BLE001 - the storage has the change; beat finds it
+        logger.warning(
+            "Cron %r is stored, but beat could not be told (%s: %s); it follows within "
+            "its full reread of the storage",
+            job_id,
+            type(exc).__name__,
+            exc,
+        )
 
 
 class Publisher:
@@ -431,8 +463,12 @@ class Publisher:
         """Store a run-time cron where beat reads it; beat fires its runs.
 
         As in Jobify, an id already scheduled (by any producer sharing the
-        storage) is refused unless ``replace=True``.
+        storage) is refused unless ``replace=True``. With a storage the
+        bridge knows (``_cron_store``) that costs one statement, and two
+        producers racing on one id cannot both win; the change is then
+        announced on the cron feed, so beat follows it within a tick.
         """
+        del trigger
         job = context.job
         if not context.is_persist:
             msg = (
@@ -442,19 +478,36 @@ class Publisher:
                 "storage that beat shares, or declare the cron with @app.task(cron=...)."
             )
             raise UnsupportedTriggerError(msg)
-        if not context.is_replace:
-            stored = await self._app.configs.storage.get_schedules()
-            if any(record.job_id == job.id for record in stored):
+        storage = self._app.configs.storage
+        store = cron_store_for(storage)
+        if store is None:
+            await self._schedule_cron_slowly(context)
+        else:
+            record = runtime_cron_record(self._app, context)
+            if context.is_replace:
+                await storage.add_schedule(record)
+            elif not await store.add_if_absent(record):
                 raise DuplicateJobError(job.id)
-        await context.persist_job_hook(job.id, job.exec_at, trigger)
+        session = self._session_of()
+        await announce_cron_change(session, self._celery_app, job.id)
         handle = handle_of(job)
         if isinstance(handle, CronHandle) and isinstance(job, RemoteJob):
             return cast("asyncio.Handle", handle)
-        handle = CronHandle()
+        handle = CronHandle(session, self._celery_app)
+        handle.job_id = job.id
         tracker_of(self._app).register_job(job)
         job.bind_handle(cast("asyncio.Handle", handle))
         make_remote(job).status = JobStatus.SCHEDULED
         return cast("asyncio.Handle", handle)
+
+    async def _schedule_cron_slowly(self, context: OuterContext) -> None:
+        """Store a cron in a storage the bridge does not know: Jobify's way, reading all."""
+        job = context.job
+        if not context.is_replace:
+            stored = await self._app.configs.storage.get_schedules()
+            if any(record.job_id == job.id for record in stored):
+                raise DuplicateJobError(job.id)
+        await context.persist_job_hook(job.id, job.exec_at, context.trigger)
 
     def _on_meta(self, job: RemoteJob, result_type: Any, name: str, meta: dict[str, Any]) -> bool:  # noqa: ANN401
         outcome = read_meta(meta)
