@@ -13,15 +13,24 @@ The storage thus holds one *definition* record per cron, written by
 producers (or, for declared crons, the beat). Beat keeps its own progress in
 a *state* record per cron (``<job_id>::jobify-celery-beat``: offset, runs,
 consecutive failures), so a producer's replace or cancel never races with a
-beat's bookkeeping; a definition that changed resets its state. Beat re-reads
-the storage every ``reload_every`` seconds (0.5 s), so a cron added, replaced
-or cancelled anywhere is followed within a second.
+beat's bookkeeping; a definition that changed resets its state.
+
+Beat reads every record when it starts firing, and then follows changes:
+producers announce each cron they add, replace or cancel on the cron feed
+(``_cron_feed``), and beat reads those records only (``_cron_store``). It
+reads every record again at a rare interval (``full_reload_every``), and at
+once when the feed cannot be trusted; with a storage or a backend that
+offers neither, it reads every record every half second, as before. The
+crons wait in a heap by next run time (``_cron_book``): a tick costs the
+crons due, not the crons stored.
 
 Each run is a normal Celery task (its own task id) whose ``jobify`` header
 names the cron's job id, the run number and the planned time; the worker
 gives it ``ctx.job.id`` = the cron's job id and ``exec_at`` = that time. The
-state is written before the run is published: a beat that dies in between
-loses that run rather than letting a standby fire it twice.
+states of a tick's crons are written, in one call, before their runs are
+published: a beat that dies in between loses those runs rather than letting
+a standby fire them twice. While the storage is unreachable beat keeps firing
+the crons it knows and writes their states once it is back.
 """
 
 from __future__ import annotations
@@ -31,13 +40,14 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from jobify import Cron, JobStatus
 
 from jobify_celery._codec import HEADER_KEY, CronTick, encode_call, encode_header
+from jobify_celery._cron_book import CronBook, Entry
+from jobify_celery._cron_feed import START, FeedPosition, feed_for
 from jobify_celery._cron_plan import (
     CronState,
     Tick,
@@ -47,6 +57,7 @@ from jobify_celery._cron_plan import (
     remember,
     resume,
 )
+from jobify_celery._cron_store import cron_store_for
 from jobify_celery._jobify import (
     DECLARED_CRON_SUFFIX,
     ScheduledJob,
@@ -61,7 +72,7 @@ from jobify_celery._results import read_metas
 from jobify_celery._send import send_followed
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Sequence
+    from collections.abc import Awaitable, Callable, Iterable, Sequence
 
     from celery import Celery
     from jobify import Jobify
@@ -69,6 +80,8 @@ if TYPE_CHECKING:
 
     from jobify_celery._beat_lock import BeatLock
     from jobify_celery._codec import ValueCodec
+    from jobify_celery._cron_feed import CronFeed
+    from jobify_celery._cron_store import CronStore
     from jobify_celery._jobify import CronParser
 
 __all__ = ("STATE_SUFFIX", "BeatEngine")
@@ -77,23 +90,19 @@ logger = logging.getLogger("jobify_celery.beat")
 
 #: Suffix of the storage records in which beat keeps each cron's progress.
 STATE_SUFFIX: Final = "::jobify-celery-beat"
+#: Without a feed (or a storage beat can read by id): reread everything this often.
 _RELOAD_EVERY: Final = 0.5
+#: With a feed: reread everything this often anyway (missed announcements).
+_FULL_RELOAD_EVERY: Final = 300.0
+#: How often beat looks at the feed and at the outcomes of runs.
+_FOLLOW_EVERY: Final = 0.5
+#: After a failed read of the storage, try again this soon.
+_STORAGE_RETRY: Final = 5.0
 _LOCK_RETRY: Final = 0.5
-_MAX_FIRES_PER_TICK: Final = 1000
-
-
-@dataclass(slots=True)
-class _Entry:
-    """A cron the beat fires: its definition, how to publish it, its state."""
-
-    job_id: str
-    route: str
-    cron: Cron
-    parser: CronParser
-    digest: str
-    args: list[Any]
-    kwargs: dict[str, Any]
-    state: CronState
+#: Runs of one cron published in one tick at most (a long-missed cron, ALL).
+_MAX_FIRES_PER_CRON: Final = 1000
+#: Crons fired in one tick at most; the rest go in the next tick, at once.
+_MAX_CRONS_PER_TICK: Final = 20_000
 
 
 class BeatEngine:
@@ -108,21 +117,33 @@ class BeatEngine:
         run: Callable[[Awaitable[Any]], Any],
         lock: BeatLock,
         reload_every: float = _RELOAD_EVERY,
+        full_reload_every: float = _FULL_RELOAD_EVERY,
     ) -> None:
         self._app = app
         self._celery_app = celery_app
         self._codec = codec
         self._run = run
         self._lock = lock
-        self._reload_every = reload_every
-        self._entries: dict[str, _Entry] = {}
+        self._book = CronBook()
         self._holding = False
-        self._next_reload = 0.0
+        self._store: CronStore | None = cron_store_for(app.configs.storage)
+        self._feed: CronFeed | None = feed_for(celery_app) if self._store is not None else None
+        self._position: FeedPosition = START
+        self._full_every = full_reload_every if self._feed is not None else reload_every
+        self._next_full = 0.0
+        self._next_follow = 0.0
+        self._next_outcomes = 0.0
+        self._storage_down = False
+        #: Crons whose state could not be written yet (the storage was unreachable).
+        self._unsaved: set[str] = set()
+        #: Records that could not be read, by job id, with their digest: logged once.
+        self._skipped: dict[str, str] = {}
+        self._parsers: dict[str, CronParser] = {}
 
     @property
     def crons(self) -> dict[str, str]:
         """The crons this beat fires: job id to expression."""
-        return {job_id: e.cron.expression for job_id, e in self._entries.items()}
+        return {entry.job_id: entry.cron.expression for entry in self._book}
 
     def tick(self) -> float:
         """Fire what is due; return how long the beat may sleep."""
@@ -130,22 +151,26 @@ class BeatEngine:
             if self._holding:
                 logger.warning("Lost the beat lock; another beat fires the crons now")
             self._holding = False
-            self._entries.clear()
+            self._book.clear()
             return _LOCK_RETRY
         if not self._holding:
             logger.info("This beat holds the lock: it fires the Jobify crons")
             self._holding = True
-            self._entries.clear()
-            self._sync_declared()
-            self._reload()
+            self._book.clear()
+            self._next_full = 0.0
+        now = time.monotonic()
+        if now >= self._next_full:
+            self._full_reload(declared=not self._book)
+        elif now >= self._next_follow:
+            self._follow_feed()
         self._fire_due()
-        if time.monotonic() >= self._next_reload:
-            self._reload()
+        if time.monotonic() >= self._next_outcomes:
+            self._next_outcomes = time.monotonic() + _FOLLOW_EVERY
+            self._save_unsaved()
             try:
                 self._read_outcomes()
             except Exception:  # a backend blip must not stop beat
                 logger.warning("Cannot read the outcomes of cron runs; trying again", exc_info=True)
-            self._next_reload = time.monotonic() + self._reload_every
         return self._sleep_for()
 
     def close(self) -> None:
@@ -162,9 +187,97 @@ class BeatEngine:
     def _now(self) -> datetime:
         return datetime.now(tz=self._app.configs.tz)
 
-    def _sync_declared(self) -> None:
+    def _full_reload(self, *, declared: bool) -> None:
+        """Read every record: at start, now and then, and when the feed was lost."""
+        try:
+            # The feed's position first: what changes during the read is read again.
+            position = self._feed.position() if self._feed is not None else START
+            records: Sequence[ScheduledJob] = self._run(self._storage.get_schedules())
+        except Exception as exc:  # noqa: BLE001 - beat goes on with what it knows
+            self._storage_failed("read the stored crons", exc)
+            self._next_full = time.monotonic() + _STORAGE_RETRY
+            return
+        self._storage_back()
+        self._position = position
+        self._next_full = time.monotonic() + self._full_every
+        self._next_follow = time.monotonic() + _FOLLOW_EVERY
+        if declared:
+            records = self._sync_declared(records)
+        definitions, states = _split(records)
+        for job_id in self._book.job_ids() - set(definitions):
+            self._book.remove(job_id)
+        for job_id, record in definitions.items():
+            self._apply(job_id, record, states.get(job_id))
+        orphans = [f"{job_id}{STATE_SUFFIX}" for job_id in states if job_id not in definitions]
+        if orphans:
+            self._delete([], extra=orphans)
+
+    def _follow_feed(self) -> None:
+        """Read the crons announced since the last look, and those only."""
+        self._next_follow = time.monotonic() + _FOLLOW_EVERY
+        feed, store = self._feed, self._store
+        if feed is None or store is None:
+            return
+        try:
+            reading = feed.read(self._position)
+        except Exception as exc:  # noqa: BLE001 - a Redis blip: reread all once it is back
+            logger.warning("Cannot read the cron feed (%s: %s)", type(exc).__name__, exc)
+            self._next_full = time.monotonic() + _STORAGE_RETRY
+            return
+        if reading.lost:
+            logger.info("Some cron changes may have been missed: rereading every stored cron")
+            self._full_reload(declared=False)
+            return
+        if not reading.job_ids:
+            self._position = reading.position
+            return
+        changed = sorted(set(reading.job_ids))
+        wanted = [*changed, *(f"{job_id}{STATE_SUFFIX}" for job_id in changed)]
+        try:
+            records = self._run(store.get_many(wanted))
+        except Exception as exc:  # noqa: BLE001 - read them again later
+            self._storage_failed("read the changed crons", exc)
+            return
+        self._storage_back()
+        self._position = reading.position
+        definitions, states = _split(records)
+        for job_id in changed:
+            record = definitions.get(job_id)
+            if record is None:
+                self._book.remove(job_id)
+                self._skipped.pop(job_id, None)
+            else:
+                self._apply(job_id, record, states.get(job_id))
+        if reading.more:
+            self._next_follow = 0.0
+
+    def _apply(self, job_id: str, record: ScheduledJob, state: ScheduledJob | None) -> None:
+        """Take a definition in: new or changed, it is loaded; unchanged, left alone."""
+        digest = _digest(record)
+        entry = self._book.get(job_id)
+        if entry is not None and entry.digest == digest:
+            return
+        if self._skipped.get(job_id) == digest:
+            return
+        try:
+            loaded = self._load(record, digest, state)
+        except Exception as exc:  # noqa: BLE001 - bad data must not stop beat
+            self._skipped[job_id] = digest
+            self._book.remove(job_id)
+            logger.warning(
+                "Skipping stored schedule %r (%s): %s: %s",
+                job_id,
+                record.name,
+                type(exc).__name__,
+                exc,
+            )
+            return
+        self._skipped.pop(job_id, None)
+        self._book.put(loaded)
+
+    def _sync_declared(self, records: Sequence[ScheduledJob]) -> Sequence[ScheduledJob]:
         """Write the crons declared in code; drop declared ones no longer there."""
-        records = {r.job_id: r for r in self._run(self._storage.get_schedules())}
+        by_id = {r.job_id: r for r in records}
         declared: list[ScheduledJob] = []
         keep: set[str] = set()
         for route in routes_of(self._app):
@@ -174,20 +287,29 @@ class BeatEngine:
             cron = Cron(cron) if isinstance(cron, str) else cron
             job_id = f"{route.name}{DECLARED_CRON_SUFFIX}"
             keep.add(job_id)
-            stored = records.get(job_id)
+            stored = by_id.get(job_id)
             if stored is not None and self._same_cron(stored, cron):
                 continue
             declared.append(self._declared_record(route, job_id, cron))
         stale = [
             job_id
-            for job_id in records
+            for job_id in by_id
             if job_id.endswith(DECLARED_CRON_SUFFIX) and job_id not in keep
         ]
-        if declared:
-            self._run(self._storage.add_schedule(*declared))
-        if stale:
-            logger.info("Removing crons no longer declared: %s", stale)
-            self._delete(stale)
+        try:
+            if declared:
+                self._run(self._storage.add_schedule(*declared))
+            if stale:
+                logger.info("Removing crons no longer declared: %s", stale)
+                self._delete(stale)
+        except Exception as exc:  # noqa: BLE001 - fire them from memory meanwhile
+            self._storage_failed("write the declared crons", exc)
+        for record in declared:
+            by_id[record.job_id] = record
+        for job_id in stale:
+            by_id.pop(job_id, None)
+            by_id.pop(f"{job_id}{STATE_SUFFIX}", None)
+        return list(by_id.values())
 
     def _same_cron(self, record: ScheduledJob, cron: Cron) -> bool:
         try:
@@ -203,7 +325,7 @@ class BeatEngine:
             name: dump(value, spec.type_params.get(name, Any))
             for name, value in bound.arguments.items()
         }
-        parser = self._app.configs.cron_factory(cron.expression)
+        parser = self._parser(cron.expression)
         start = first_run(cron, parser, self._now())
         return cron_record(
             self._app,
@@ -215,154 +337,174 @@ class BeatEngine:
             next_run_at=start.next_run_at,
         )
 
-    def _reload(self) -> None:
-        """Follow the storage: new, changed and removed crons."""
-        records: Sequence[ScheduledJob] = self._run(self._storage.get_schedules())
-        definitions = {r.job_id: r for r in records if not r.job_id.endswith(STATE_SUFFIX)}
-        states = {
-            r.job_id.removesuffix(STATE_SUFFIX): r
-            for r in records
-            if r.job_id.endswith(STATE_SUFFIX)
-        }
-        broken: list[str] = []
-        for job_id, record in definitions.items():
-            digest = _digest(record)
-            entry = self._entries.get(job_id)
-            if entry is not None and entry.digest == digest:
-                continue
-            try:
-                self._entries[job_id] = self._load(record, digest, states.get(job_id))
-            except Exception as exc:  # noqa: BLE001 - bad data must not stop beat
-                logger.warning(
-                    "Removing stored schedule %r (%s): %s: %s",
-                    job_id,
-                    record.name,
-                    type(exc).__name__,
-                    exc,
-                )
-                broken.append(job_id)
-        for job_id in set(self._entries) - set(definitions):
-            del self._entries[job_id]
-        orphans = [f"{job_id}{STATE_SUFFIX}" for job_id in states if job_id not in definitions]
-        if broken or orphans:
-            self._delete(broken, extra=orphans)
-
-    def _load(self, record: ScheduledJob, digest: str, state_record: ScheduledJob | None) -> _Entry:
+    def _load(self, record: ScheduledJob, digest: str, state_record: ScheduledJob | None) -> Entry:
         stored = read_cron_record(self._app, record)
         # The record's route name is the one Jobify goes by, as in its restore.
         route = route_by_name(self._app, record.name)
         if route is None or stored.name != record.name:
-            msg = f"no route named {record.name!r} any more"
+            msg = f"no route named {record.name!r} here"
             raise LookupError(msg)
-        spec = func_spec_of(route)
-        loader = self._app.configs.loader
-        typed = {
-            name: loader.load(value, spec.type_params.get(name, Any))
-            for name, value in stored.arguments.items()
-        }
-        bound = spec.signature.bind(**typed)
-        args, kwargs = encode_call(
-            stored.name, bound, spec.type_params, self._codec, spec.inject_params
-        )
-        parser = self._app.configs.cron_factory(stored.cron.expression)
+        parser = self._parser(stored.cron.expression)
         state = _state_from(state_record, digest)
         if state is None:
             state = CronState(
                 offset=stored.offset, next_run_at=record.next_run_at, run_count=stored.run_count
             )
         resume(state, stored.cron, parser, self._now())
-        return _Entry(
+        entry = Entry(
             job_id=stored.job_id,
             route=stored.name,
             cron=stored.cron,
             parser=parser,
             digest=digest,
-            args=args,
-            kwargs=kwargs,
+            arguments=stored.arguments,
             state=state,
         )
+        if not state.active(stored.cron):
+            return entry
+        # Arguments that do not load are found now, not at the first run.
+        entry.call = self._encode(entry)
+        return entry
 
-    def _save(self, entry: _Entry) -> None:
-        self._run(self._storage.add_schedule(_state_record(entry)))
+    def _encode(self, entry: Entry) -> tuple[list[Any], dict[str, Any]]:
+        route = route_by_name(self._app, entry.route)
+        if route is None:
+            msg = f"no route named {entry.route!r} here"
+            raise LookupError(msg)
+        spec = func_spec_of(route)
+        loader = self._app.configs.loader
+        typed = {
+            name: loader.load(value, spec.type_params.get(name, Any))
+            for name, value in entry.arguments.items()
+        }
+        bound = spec.signature.bind(**typed)
+        return encode_call(entry.route, bound, spec.type_params, self._codec, spec.inject_params)
+
+    def _parser(self, expression: str) -> CronParser:
+        """One parser per expression: a hundred thousand crons share a few."""
+        parser = self._parsers.get(expression)
+        if parser is None:
+            parser = self._parsers[expression] = self._app.configs.cron_factory(expression)
+        return parser
+
+    def _save(self, entries: Iterable[Entry]) -> bool:
+        """Write the states of ``entries`` in one call; tell whether it worked."""
+        records = [_state_record(entry) for entry in entries]
+        if not records:
+            return True
+        try:
+            self._run(self._storage.add_schedule(*records))
+        except Exception as exc:  # noqa: BLE001 - kept, written once the storage is back
+            self._storage_failed("write the crons' progress", exc)
+            self._unsaved.update(record.job_id.removesuffix(STATE_SUFFIX) for record in records)
+            return False
+        self._storage_back()
+        return True
+
+    def _save_unsaved(self) -> None:
+        if not self._unsaved:
+            return
+        entries = [e for job_id in self._unsaved if (e := self._book.get(job_id)) is not None]
+        self._unsaved.clear()
+        self._save(entries)
 
     def _delete(self, job_ids: list[str], extra: list[str] | None = None) -> None:
         ids = [*job_ids, *(f"{j}{STATE_SUFFIX}" for j in job_ids), *(extra or [])]
         if ids:
-            self._run(self._storage.delete_schedule_many(ids))
+            try:
+                self._run(self._storage.delete_schedule_many(ids))
+            except Exception as exc:  # noqa: BLE001 - deleted at a later read
+                self._storage_failed("delete finished crons", exc)
+
+    def _storage_failed(self, what: str, exc: BaseException) -> None:
+        if not self._storage_down:
+            logger.error(
+                "Cannot %s: the Jobify storage is unreachable (%s: %s). Beat keeps firing "
+                "the %d crons it knows and catches up once the storage answers.",
+                what,
+                type(exc).__name__,
+                exc,
+                len(self._book),
+            )
+        self._storage_down = True
+
+    def _storage_back(self) -> None:
+        if self._storage_down:
+            logger.info("The Jobify storage answers again")
+            self._storage_down = False
 
     # -- firing ---------------------------------------------------------------
 
     def _fire_due(self) -> None:
         now = self._now()
-        finished: list[str] = []
-        for entry in list(self._entries.values()):
+        due = self._book.due(now, _MAX_CRONS_PER_TICK)
+        if not due:
+            return
+        fired: list[tuple[Entry, Tick, str]] = []
+        for entry in due:
             state = entry.state
             ticks: list[Tick] = []
             while (
                 state.active(entry.cron)
                 and state.next_run_at <= now
-                and len(ticks) < _MAX_FIRES_PER_TICK
+                and len(ticks) < _MAX_FIRES_PER_CRON
             ):
                 ticks.append(fire(state, entry.parser))
-            if not ticks:
-                continue
-            task_ids = [uuid.uuid4().hex for _ in ticks]
-            for tick, task_id in zip(ticks, task_ids, strict=True):
+            for tick in ticks:
+                task_id = uuid.uuid4().hex
                 remember(state, tick.run, task_id)
-            # Written before publishing: a standby taking over never re-fires.
-            self._save(entry)
-            for tick, task_id in zip(ticks, task_ids, strict=True):
-                try:
-                    self._publish(entry, tick, task_id)
-                except Exception:  # as Celery's beat does: log, go on
-                    logger.exception(
-                        "Cron %r: run %d (planned %s) could not be published and is lost",
-                        entry.job_id,
-                        tick.run,
-                        tick.planned.isoformat(),
-                    )
-            if state.finished(entry.cron):
-                finished.append(entry.job_id)
+                fired.append((entry, tick, task_id))
+            self._book.reschedule(entry)
+            self._book.mark_pending(entry)
+        # Written before publishing, in one call: a standby taking over never re-fires.
+        self._save(due)
+        fired.sort(key=lambda item: item[1].planned)
+        for entry, tick, task_id in fired:
+            try:
+                self._publish(entry, tick, task_id)
+            except Exception:  # as Celery's beat does: log, go on
+                logger.exception(
+                    "Cron %r: run %d (planned %s) could not be published and is lost",
+                    entry.job_id,
+                    tick.run,
+                    tick.planned.isoformat(),
+                )
+        finished = [entry.job_id for entry in due if entry.state.finished(entry.cron)]
         for job_id in finished:
             logger.info("Cron %r reached its max_runs", job_id)
             if not job_id.endswith(DECLARED_CRON_SUFFIX):
                 # A run-time cron ends as in Jobify: its schedule goes away.
                 # A declared one keeps its records, so that a beat restart
                 # does not start its runs over.
-                del self._entries[job_id]
+                self._book.remove(job_id)
                 self._delete([job_id])
 
-    def _publish(self, entry: _Entry, tick: Tick, task_id: str) -> None:
+    def _publish(self, entry: Entry, tick: Tick, task_id: str) -> None:
         header = encode_header(
             exec_at=tick.planned,
             request_state={},
             codec=self._codec,
             cron=CronTick(job_id=entry.job_id, run=tick.run, expression=entry.cron.expression),
         )
+        if entry.call is None:
+            entry.call = self._encode(entry)
+        args, kwargs = entry.call
         task = self._celery_app.tasks[entry.route]
         # Beat reads the runs' outcomes itself (_read_outcomes), so it needs
         # no AsyncResult, nor the result subscription Celery makes for one.
-        send_followed(
-            task,
-            entry.args,
-            entry.kwargs,
-            task_id=task_id,
-            headers={HEADER_KEY: header},
-        )
+        send_followed(task, args, kwargs, task_id=task_id, headers={HEADER_KEY: header})
 
     def _read_outcomes(self) -> None:
         """Count finished runs in order, for ``max_failures``."""
-        pending_ids = [
-            task_id
-            for entry in self._entries.values()
-            for _, task_id in (entry.state.pending or ())
-        ]
+        waiting = self._book.pending()
+        pending_ids = [task_id for entry in waiting for _, task_id in (entry.state.pending or ())]
         if not pending_ids:
             return
         metas = dict(read_metas(self._celery_app.backend, pending_ids))
-        for entry in self._entries.values():
+        changed: list[Entry] = []
+        for entry in waiting:
             state = entry.state
-            changed = False
+            counted = False
             while state.pending:
                 _, task_id = state.pending[0]
                 outcome = read_meta(metas.get(task_id))
@@ -371,32 +513,46 @@ class BeatEngine:
                 state.pending.pop(0)
                 if outcome.status is JobStatus.CANCELLED:
                     continue
-                changed = True
+                counted = True
                 if record_outcome(state, entry.cron, succeeded=outcome.status is JobStatus.SUCCESS):
                     logger.warning(
                         "Cron %r stopped after %d consecutive failed runs (max_failures)",
                         entry.job_id,
                         state.failures,
                     )
-            if changed:
-                self._save(entry)
+            if counted:
+                changed.append(entry)
+        if changed:
+            self._save(changed)
 
     def _sleep_for(self) -> float:
-        now = self._now()
-        until_reload = max(0.0, self._next_reload - time.monotonic())
-        waits = [
-            (entry.state.next_run_at - now).total_seconds()
-            for entry in self._entries.values()
-            if entry.state.active(entry.cron)
-        ]
-        return max(0.0, min([until_reload, _LOCK_RETRY, *waits]))
+        until_follow = min(self._next_follow, self._next_outcomes) - time.monotonic()
+        waits = [_LOCK_RETRY, max(0.0, until_follow)]
+        soonest = self._book.next_due()
+        if soonest is not None:
+            waits.append(soonest - time.time())
+        return max(0.0, min(waits))
+
+
+def _split(
+    records: Iterable[ScheduledJob],
+) -> tuple[dict[str, ScheduledJob], dict[str, ScheduledJob]]:
+    """Sort records into definitions and beat's states, both by the cron's job id."""
+    definitions: dict[str, ScheduledJob] = {}
+    states: dict[str, ScheduledJob] = {}
+    for record in records:
+        if record.job_id.endswith(STATE_SUFFIX):
+            states[record.job_id.removesuffix(STATE_SUFFIX)] = record
+        else:
+            definitions[record.job_id] = record
+    return definitions, states
 
 
 def _digest(record: ScheduledJob) -> str:
     return hashlib.sha256(record.name.encode() + b"\0" + bytes(record.message)).hexdigest()
 
 
-def _state_record(entry: _Entry) -> ScheduledJob:
+def _state_record(entry: Entry) -> ScheduledJob:
     state = entry.state
     payload = {
         "v": 1,
