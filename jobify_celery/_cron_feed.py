@@ -36,9 +36,9 @@ READ_BATCH: Final = 10_000
 _FIELD: Final = b"job"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, order=True)
 class FeedPosition:
-    """A stream entry id, ``<ms>-<seq>``, comparable."""
+    """A stream entry id, ``<ms>-<seq>``, ordered as Redis orders them."""
 
     ms: int
     seq: int
@@ -51,12 +51,6 @@ class FeedPosition:
 
     def __str__(self) -> str:
         return f"{self.ms}-{self.seq}"
-
-    def __lt__(self, other: FeedPosition) -> bool:
-        return (self.ms, self.seq) < (other.ms, other.seq)
-
-    def __le__(self, other: FeedPosition) -> bool:
-        return (self.ms, self.seq) <= (other.ms, other.seq)
 
 
 START: Final = FeedPosition(0, 0)
