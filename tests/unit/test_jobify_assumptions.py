@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery, signals
 from jobify import INJECT, Job, JobContext, Jobify, JobRouter, JobStatus, ScheduleBuilder
@@ -24,6 +24,9 @@ from jobify_celery._jobify import (
     tracker_of,
 )
 from jobify_celery._names import route_table
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def make_apps() -> tuple[Jobify, Celery]:
@@ -186,3 +189,38 @@ def test_the_remembered_loop_can_be_cleared_for_a_new_start() -> None:
     assert rebind_loop(app)
     remembered, current = asyncio.run(ask())
     assert remembered is current
+
+
+def test_a_run_time_cron_is_stored_as_jobifys_own_scheduler_stores_it(tmp_path: Path) -> None:
+    """The bridge writes a producer's cron itself (insert-if-absent): same record as Jobify's."""
+    from jobify import Cron
+    from jobify.storage import SQLiteStorage
+
+    from jobify_celery._jobify import read_cron_record
+
+    def build(path: Path, *, bridged: bool) -> Jobify:
+        app = Jobify(storage=SQLiteStorage(path))
+        if bridged:
+            JobifyCelery(app, Celery("cron-record", broker="memory://", backend="cache+memory://"))
+
+        @app.task(name="a:report")
+        async def report(region: str, limit: int = 5) -> None:
+            del region, limit
+
+        return app
+
+    async def add(app: Jobify) -> list[Any]:
+        async with app:
+            route = route_by_name(app, "a:report")
+            assert route is not None
+            await route.schedule("eu", limit=7).cron(Cron("0 0 * * * * *"), job_id="nightly")
+            return list(await app.configs.storage.get_schedules())
+
+    jobify_app = build(tmp_path / "jobify.db", bridged=False)
+    bridged_app = build(tmp_path / "bridge.db", bridged=True)
+    [theirs] = asyncio.run(add(jobify_app))
+    [ours] = asyncio.run(add(bridged_app))
+    assert (ours.job_id, ours.name, ours.status) == (theirs.job_id, theirs.name, theirs.status)
+    mine, jobifys = read_cron_record(bridged_app, ours), read_cron_record(jobify_app, theirs)
+    assert (mine.name, mine.arguments, mine.cron) == (jobifys.name, jobifys.arguments, jobifys.cron)
+    assert mine.arguments == {"region": "eu", "limit": 7}
