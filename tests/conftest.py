@@ -12,23 +12,30 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
+# Every process of this session (pytest and the workers it starts) uses one
+# queue of its own, so parallel runs on the shared broker never meet.
+# Set before the test apps are imported: they name their queues from it.
+os.environ.setdefault("JOBIFY_CELERY_TEST_QUEUE", f"jobify-celery-test-{uuid.uuid4().hex[:12]}")
+# The SQLite file the beat tests' producer shares with the beats they start.
+os.environ.setdefault(
+    "CLOCK_DB", str(Path(tempfile.gettempdir()) / f"{os.environ['JOBIFY_CELERY_TEST_QUEUE']}.db")
+)
+
 from tests.apps import tally as tally_module
 from tests.helpers import delete_queue
 from tests.integration.workers import WorkerProcess
-from tests.servers import BROKER_URL, RESULT_BACKEND, require_rabbitmq, require_redis
+from tests.servers import (
+    BROKER_URL,
+    RESULT_BACKEND,
+    require_rabbitmq,
+    require_redis,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Iterator
 
     from tests.apps.tally import Tally
 
-# Every process of this session (pytest and the workers it starts) uses one
-# queue of its own, so parallel runs on the shared broker never meet.
-os.environ.setdefault("JOBIFY_CELERY_TEST_QUEUE", f"jobify-celery-test-{uuid.uuid4().hex[:12]}")
-# The SQLite file the beat tests' producer shares with the beats they start.
-os.environ.setdefault(
-    "CLOCK_DB", str(Path(tempfile.gettempdir()) / f"{os.environ['JOBIFY_CELERY_TEST_QUEUE']}.db")
-)
 
 T = TypeVar("T")
 
