@@ -35,13 +35,14 @@ the crons it knows and writes their states once it is back.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
 import time
 import uuid
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from jobify import Cron, JobStatus
 
@@ -86,6 +87,8 @@ if TYPE_CHECKING:
 
 __all__ = ("STATE_SUFFIX", "BeatEngine")
 
+T = TypeVar("T")
+
 logger = logging.getLogger("jobify_celery.beat")
 
 #: Suffix of the storage records in which beat keeps each cron's progress.
@@ -96,8 +99,10 @@ _RELOAD_EVERY: Final = 0.5
 _FULL_RELOAD_EVERY: Final = 300.0
 #: How often beat looks at the feed and at the outcomes of runs.
 _FOLLOW_EVERY: Final = 0.5
-#: After a failed read of the storage, try again this soon.
+#: After a failed storage call, the next one waits this long (beat fires meanwhile).
 _STORAGE_RETRY: Final = 5.0
+#: A storage call that takes longer has failed (a stalled connection, say).
+_STORAGE_TIMEOUT: Final = 3.0
 _LOCK_RETRY: Final = 0.5
 #: Runs of one cron published in one tick at most (a long-missed cron, ALL).
 _MAX_FIRES_PER_CRON: Final = 1000
@@ -134,6 +139,7 @@ class BeatEngine:
         self._next_follow = 0.0
         self._next_outcomes = 0.0
         self._storage_down = False
+        self._next_storage_try = 0.0
         #: Crons whose state could not be written yet (the storage was unreachable).
         self._unsaved: set[str] = set()
         #: Records that could not be read, by job id, with their digest: logged once.
@@ -192,12 +198,15 @@ class BeatEngine:
         try:
             # The feed's position first: what changes during the read is read again.
             position = self._feed.position() if self._feed is not None else START
-            records: Sequence[ScheduledJob] = self._run(self._storage.get_schedules())
-        except Exception as exc:  # noqa: BLE001 - beat goes on with what it knows
-            self._storage_failed("read the stored crons", exc)
+        except Exception as exc:  # noqa: BLE001 - Redis is back soon, or the lock goes
+            logger.warning("Cannot read the cron feed (%s: %s)", type(exc).__name__, exc)
+            position = START
+        started = time.monotonic()
+        read, found = self._storage_call(self._storage.get_schedules, "read the stored crons")
+        if not read or found is None:
             self._next_full = time.monotonic() + _STORAGE_RETRY
             return
-        self._storage_back()
+        records: Sequence[ScheduledJob] = found
         self._position = position
         self._next_full = time.monotonic() + self._full_every
         self._next_follow = time.monotonic() + _FOLLOW_EVERY
@@ -211,6 +220,10 @@ class BeatEngine:
         orphans = [f"{job_id}{STATE_SUFFIX}" for job_id in states if job_id not in definitions]
         if orphans:
             self._delete([], extra=orphans)
+        logger.info(
+            "Read %d stored crons in %.2f s; firing %d", len(definitions),
+            time.monotonic() - started, len(self._book),
+        )  # fmt: skip
 
     def _follow_feed(self) -> None:
         """Read the crons announced since the last look, and those only."""
@@ -233,12 +246,10 @@ class BeatEngine:
             return
         changed = sorted(set(reading.job_ids))
         wanted = [*changed, *(f"{job_id}{STATE_SUFFIX}" for job_id in changed)]
-        try:
-            records = self._run(store.get_many(wanted))
-        except Exception as exc:  # noqa: BLE001 - read them again later
-            self._storage_failed("read the changed crons", exc)
-            return
-        self._storage_back()
+        read, found = self._storage_call(lambda: store.get_many(wanted), "read the changed crons")
+        if not read or found is None:
+            return  # the position stays: they are read again
+        records = found
         self._position = reading.position
         definitions, states = _split(records)
         for job_id in changed:
@@ -296,14 +307,13 @@ class BeatEngine:
             for job_id in by_id
             if job_id.endswith(DECLARED_CRON_SUFFIX) and job_id not in keep
         ]
-        try:
-            if declared:
-                self._run(self._storage.add_schedule(*declared))
-            if stale:
-                logger.info("Removing crons no longer declared: %s", stale)
-                self._delete(stale)
-        except Exception as exc:  # noqa: BLE001 - fire them from memory meanwhile
-            self._storage_failed("write the declared crons", exc)
+        if declared:
+            self._storage_call(
+                lambda: self._storage.add_schedule(*declared), "write the declared crons"
+            )
+        if stale:
+            logger.info("Removing crons no longer declared: %s", stale)
+            self._delete(stale)
         for record in declared:
             by_id[record.job_id] = record
         for job_id in stale:
@@ -392,14 +402,13 @@ class BeatEngine:
         records = [_state_record(entry) for entry in entries]
         if not records:
             return True
-        try:
-            self._run(self._storage.add_schedule(*records))
-        except Exception as exc:  # noqa: BLE001 - kept, written once the storage is back
-            self._storage_failed("write the crons' progress", exc)
+        saved, _ = self._storage_call(
+            lambda: self._storage.add_schedule(*records), "write the crons' progress"
+        )
+        if not saved:
+            # Kept in memory, written once the storage answers again.
             self._unsaved.update(record.job_id.removesuffix(STATE_SUFFIX) for record in records)
-            return False
-        self._storage_back()
-        return True
+        return saved
 
     def _save_unsaved(self) -> None:
         if not self._unsaved:
@@ -411,10 +420,26 @@ class BeatEngine:
     def _delete(self, job_ids: list[str], extra: list[str] | None = None) -> None:
         ids = [*job_ids, *(f"{j}{STATE_SUFFIX}" for j in job_ids), *(extra or [])]
         if ids:
-            try:
-                self._run(self._storage.delete_schedule_many(ids))
-            except Exception as exc:  # noqa: BLE001 - deleted at a later read
-                self._storage_failed("delete finished crons", exc)
+            self._storage_call(
+                lambda: self._storage.delete_schedule_many(ids), "delete finished crons"
+            )
+
+    def _storage_call(self, make: Callable[[], Awaitable[T]], what: str) -> tuple[bool, T | None]:
+        """Run one storage call, bounded; ``(False, None)`` when it failed or was not tried.
+
+        After a failure, calls are not tried again for ``_STORAGE_RETRY``
+        seconds: beat fires from memory meanwhile instead of waiting on each.
+        """
+        if self._storage_down and time.monotonic() < self._next_storage_try:
+            return False, None
+        try:
+            result: T = self._run(asyncio.wait_for(make(), _STORAGE_TIMEOUT))
+        except Exception as exc:  # noqa: BLE001 - beat goes on with what it knows
+            self._storage_failed(what, exc)
+            self._next_storage_try = time.monotonic() + _STORAGE_RETRY
+            return False, None
+        self._storage_back()
+        return True, result
 
     def _storage_failed(self, what: str, exc: BaseException) -> None:
         if not self._storage_down:
@@ -430,8 +455,9 @@ class BeatEngine:
 
     def _storage_back(self) -> None:
         if self._storage_down:
-            logger.info("The Jobify storage answers again")
+            logger.info("The Jobify storage answers again: rereading every stored cron")
             self._storage_down = False
+            self._next_full = 0.0  # what changed meanwhile, and the states to write
 
     # -- firing ---------------------------------------------------------------
 

@@ -2,8 +2,9 @@
 # Set up everything and run the whole test suite on a fresh machine:
 #   bash scripts/test.sh
 # Creates .venv (or $VENV), installs the project with its dev extra, makes sure
-# RabbitMQ and Redis answer on 127.0.0.1 (starting them if they do not), then
-# runs ruff, mypy --strict and pytest. Extra arguments go to pytest.
+# RabbitMQ, Redis and PostgreSQL answer on 127.0.0.1 (starting them if they do
+# not) and that the test database exists, then runs ruff, mypy --strict and
+# pytest. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,10 +44,17 @@ if ! port_open 5672; then
     echo "starting RabbitMQ"
     rabbitmq-server -detached
 fi
+if ! port_open 5432; then
+    echo "starting PostgreSQL"
+    service postgresql start || pg_ctlcluster --skip-systemctl-redirect 15 main start || true
+fi
 wait_for_port Redis 6379
 wait_for_port RabbitMQ 5672
+wait_for_port PostgreSQL 5432
+# The crons-on-PostgreSQL tests need their database ($POSTGRES_URL).
+"$VENV/bin/python" scripts/postgres_db.py
 
-"$VENV/bin/ruff" check jobify_celery benchmarks tests examples
+"$VENV/bin/ruff" check jobify_celery benchmarks tests examples scripts
 "$VENV/bin/python" -m mypy
 
 set +e

@@ -35,3 +35,27 @@ def require_redis(url: str) -> None:
             "(redis-server --daemonize yes) or run `bash .ci/run`, which does.",
             pytrace=False,
         )
+
+
+POSTGRES_URL = os.environ.get(
+    "POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/jobify_celery_test"
+)
+
+
+def require_postgres(url: str) -> None:
+    import asyncio
+
+    import asyncpg
+
+    async def ping() -> None:
+        connection = await asyncpg.connect(url, timeout=5)
+        await connection.close()
+
+    try:
+        asyncio.run(ping())
+    except Exception as exc:
+        pytest.fail(
+            f"PostgreSQL is not answering at {url} ({type(exc).__name__}: {exc}). Start it "
+            "and create the database, or run `bash scripts/test.sh`, which does both.",
+            pytrace=False,
+        )

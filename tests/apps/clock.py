@@ -2,7 +2,8 @@
 
 ``CLOCK_CRONS`` (comma-separated names below) picks which declared crons this
 process sees (it matters to beat only), ``CLOCK_DB`` the SQLite file shared by
-beat and the producer, ``CLOCK_FACTORY=croniter`` switches the cron parser.
+beat and the producer (or a PostgreSQL URL, with the table in ``CLOCK_TABLE``),
+``CLOCK_FACTORY=croniter`` switches the cron parser.
 Every run appends JSON to the Redis list ``<queue>:clock:<route>``.
 """
 
@@ -30,7 +31,8 @@ RUN = os.environ.get("CLOCK_RUN", "none")
 EVERY_SECOND = "* * * * * * *"
 TICK_EXPRESSION = os.environ.get("CLOCK_TICK_EXPR", EVERY_SECOND)
 
-celery_app = Celery("clock", broker=BROKER_URL, backend=RESULT_BACKEND)
+# Named after the session: beat's lock and cron feed are per Celery app name.
+celery_app = Celery(f"clock-{BASE_QUEUE}", broker=BROKER_URL, backend=RESULT_BACKEND)
 celery_app.conf.update(
     task_default_queue=QUEUE,
     task_queues=[Queue(QUEUE, queue_arguments={"x-expires": 120_000})],
@@ -38,11 +40,19 @@ celery_app.conf.update(
     result_expires=600,
 )
 
+
+def _storage() -> Any:
+    """SQLite at ``CLOCK_DB``; PostgreSQL when it is a URL (table ``CLOCK_TABLE``)."""
+    where = os.environ.get("CLOCK_DB", "clock.db")
+    if where.startswith("postgresql://"):
+        from jobify_db.postgresql import AsyncpgStorage
+
+        return AsyncpgStorage(where, table_name=os.environ.get("CLOCK_TABLE", "jobify_schedules"))
+    return SQLiteStorage(where)
+
+
 factory = croniter_factory if os.environ.get("CLOCK_FACTORY") == "croniter" else None
-app = Jobify(
-    storage=SQLiteStorage(os.environ.get("CLOCK_DB", "clock.db")),
-    **({"cron_factory": factory} if factory else {}),
-)
+app = Jobify(storage=_storage(), **({"cron_factory": factory} if factory else {}))
 JobifyCelery(app, celery_app)
 
 

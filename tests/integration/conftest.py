@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,8 @@ from celery import signals
 from celery.contrib.testing.worker import start_worker
 from kombu import Connection, Queue
 
-from tests.apps import shop
+from tests.apps import clock, shop
+from tests.integration.clock_env import Clock
 from tests.integration.workers import WorkerProcess
 
 if TYPE_CHECKING:
@@ -106,3 +108,14 @@ def published() -> Iterator[list[tuple[str, str]]]:
     signals.before_task_publish.connect(on_publish, weak=False)
     yield ids
     signals.before_task_publish.disconnect(on_publish)
+
+
+@pytest.fixture
+def clock_env(servers: None, tmp_path: Path) -> Iterator[Clock]:
+    """A beat test's processes (stopped at the end), on an SQLite file of its own."""
+    with Connection(clock.BROKER_URL) as conn, contextlib.suppress(Exception):
+        conn.channel().queue_purge(clock.QUEUE)
+    env = Clock(tmp_path)
+    yield env
+    for process in reversed(env.processes):
+        process.stop()

@@ -6,90 +6,24 @@ import contextlib
 import itertools
 import sqlite3
 import time
-import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from jobify import JobStatus
 from jobify.exceptions import DuplicateJobError
-from kombu import Connection
 
 from tests.apps import clock
-from tests.integration.workers import BeatProcess, WorkerProcess
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-    from pathlib import Path
-
     from tests.conftest import LoopThread
+    from tests.integration.clock_env import Clock
+    from tests.integration.workers import BeatProcess
 
 pytestmark = pytest.mark.integration
 
 EVERY_SECOND = "* * * * * * *"
 DECLARED = "__jobify_cron_definition"
-
-
-class Clock:
-    """Processes and records of one beat test."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.run = uuid.uuid4().hex[:10]
-        self.db = str(tmp / "schedules.db")
-        self.processes: list[WorkerProcess | BeatProcess] = []
-
-    def env(self, **extra: str) -> dict[str, str]:
-        return {"CLOCK_RUN": self.run, "CLOCK_DB": self.db, **extra}
-
-    def worker(self) -> WorkerProcess:
-        process = WorkerProcess(
-            app_path="tests.apps.clock:celery_app",
-            celery_app=clock.celery_app,
-            queues=[clock.QUEUE],
-            node=f"{clock.QUEUE}-{uuid.uuid4().hex[:6]}@test",
-            pool="threads",
-            concurrency=8,
-            log_path=self.tmp / f"worker{len(self.processes)}.log",
-            extra_env=self.env(),
-        )
-        self.processes.append(process)
-        process.wait_ready()
-        return process
-
-    def beat(self, crons: str = "", **env: str) -> BeatProcess:
-        index = len(self.processes)
-        process = BeatProcess(
-            app_path="tests.apps.clock:celery_app",
-            schedule_path=self.tmp / f"beat{index}-schedule",
-            log_path=self.tmp / f"beat{index}.log",
-            extra_env=self.env(CLOCK_CRONS=crons, **env),
-        )
-        self.processes.append(process)
-        return process
-
-    def runs(self, route: str) -> list[dict[str, Any]]:
-        return clock.runs(self.run, route)
-
-    def wait_runs(self, route: str, count: int, timeout: float = 20.0) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        while len(self.runs(route)) < count:
-            if time.monotonic() > deadline:
-                logs = "\n".join(p.log()[-3000:] for p in self.processes)
-                msg = f"{route}: {len(self.runs(route))} runs, expected {count}\n{logs}"
-                raise AssertionError(msg)
-            time.sleep(0.05)
-        return self.runs(route)
-
-
-@pytest.fixture
-def clock_env(servers: None, tmp_path: Path) -> Iterator[Clock]:
-    with Connection(clock.BROKER_URL) as conn, contextlib.suppress(Exception):
-        conn.channel().queue_purge(clock.QUEUE)
-    env = Clock(tmp_path)
-    yield env
-    for process in reversed(env.processes):
-        process.stop()
 
 
 def _times(runs: list[dict[str, Any]]) -> list[datetime]:
