@@ -140,7 +140,7 @@ def cron_store_for(storage: object) -> CronStore | None:
 def _asyncpg_table(storage: object) -> str | None:
     """Return the table of a jobify-db ``AsyncpgStorage`` (a private attribute), if it is one."""
     try:
-        from jobify_db.postgresql import AsyncpgStorage  # noqa: PLC0415
+        from jobify_db.postgresql.asyncpg import AsyncpgStorage  # noqa: PLC0415
     except ImportError:
         return None
     if not isinstance(storage, AsyncpgStorage):

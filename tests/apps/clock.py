@@ -45,7 +45,7 @@ def _storage() -> Any:
     """SQLite at ``CLOCK_DB``; PostgreSQL when it is a URL (table ``CLOCK_TABLE``)."""
     where = os.environ.get("CLOCK_DB", "clock.db")
     if where.startswith("postgresql://"):
-        from jobify_db.postgresql import AsyncpgStorage
+        from jobify_db.postgresql.asyncpg import AsyncpgStorage
 
         return AsyncpgStorage(where, table_name=os.environ.get("CLOCK_TABLE", "jobify_schedules"))
     return SQLiteStorage(where)

@@ -31,12 +31,20 @@ class Clock:
     def env(self, **extra: str) -> dict[str, str]:
         return {"CLOCK_RUN": self.run, "CLOCK_DB": self.db, "CLOCK_TABLE": self.table, **extra}
 
-    def produce(self, *operations: str, at: float = 0.0) -> dict[str, Any]:
-        """Run ``python -m tests.apps.cron_producer`` (a process of its own) and read its answer."""
+    def produce(self, *operations: str, at: float = 0.0, feed: str = "on") -> dict[str, Any]:
+        """Run ``python -m tests.apps.cron_producer`` (a process of its own) and read its answer.
+
+        ``feed="off"``: the producer announces nothing (a lost announcement).
+        """
         completed = subprocess.run(
             [sys.executable, "-m", "tests.apps.cron_producer", f"{at:.6f}", *operations],
             cwd=REPO_ROOT,
-            env={**os.environ, "PYTHONPATH": str(REPO_ROOT), **self.env()},
+            env={
+                **os.environ,
+                "PYTHONPATH": str(REPO_ROOT),
+                **self.env(),
+                "CRON_PRODUCER_FEED": feed,
+            },
             capture_output=True,
             text=True,
             timeout=60,

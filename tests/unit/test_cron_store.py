@@ -73,3 +73,13 @@ class _Own:
 def test_a_storage_with_the_methods_itself_is_used_and_others_are_not() -> None:
     assert cron_store_for(_Own()) is not None
     assert cron_store_for(object()) is None
+
+
+def test_jobify_dbs_postgresql_storage_is_known_by_its_table() -> None:
+    from jobify_db.postgresql.asyncpg import AsyncpgStorage
+
+    # No connection yet: the storage is only looked at.
+    storage = AsyncpgStorage("postgresql://nobody@127.0.0.1:1/none", table_name="my_crons")
+    store = cron_store_for(storage)
+    assert store is not None
+    assert store._table == "my_crons"  # type: ignore[attr-defined] # the private name it relies on
