@@ -58,7 +58,6 @@ from jobify_celery._cron_plan import (
     remember,
     resume,
 )
-from jobify_celery._cron_store import cron_store_for
 from jobify_celery._jobify import (
     DECLARED_CRON_SUFFIX,
     ScheduledJob,
@@ -77,12 +76,11 @@ if TYPE_CHECKING:
 
     from celery import Celery
     from jobify import Jobify
-    from jobify.storage import Storage
 
     from jobify_celery._beat_lock import BeatLock
+    from jobify_celery._beat_storage import ReadyStorage
     from jobify_celery._codec import ValueCodec
     from jobify_celery._cron_feed import CronFeed
-    from jobify_celery._cron_store import CronStore
     from jobify_celery._jobify import CronParser
 
 __all__ = ("STATE_SUFFIX", "BeatEngine")
@@ -121,6 +119,7 @@ class BeatEngine:
         codec: ValueCodec,
         run: Callable[[Awaitable[Any]], Any],
         lock: BeatLock,
+        storage: ReadyStorage,
         reload_every: float = _RELOAD_EVERY,
         full_reload_every: float = _FULL_RELOAD_EVERY,
     ) -> None:
@@ -131,8 +130,8 @@ class BeatEngine:
         self._lock = lock
         self._book = CronBook()
         self._holding = False
-        self._store: CronStore | None = cron_store_for(app.configs.storage)
-        self._feed: CronFeed | None = feed_for(celery_app) if self._store is not None else None
+        self._storage = storage
+        self._feed: CronFeed | None = feed_for(celery_app) if storage.has_store else None
         self._position: FeedPosition = START
         self._full_every = full_reload_every if self._feed is not None else reload_every
         self._next_full = 0.0
@@ -186,10 +185,6 @@ class BeatEngine:
 
     # -- storage ------------------------------------------------------------
 
-    @property
-    def _storage(self) -> Storage:
-        return self._app.configs.storage
-
     def _now(self) -> datetime:
         return datetime.now(tz=self._app.configs.tz)
 
@@ -228,8 +223,8 @@ class BeatEngine:
     def _follow_feed(self) -> None:
         """Read the crons announced since the last look, and those only."""
         self._next_follow = time.monotonic() + _FOLLOW_EVERY
-        feed, store = self._feed, self._store
-        if feed is None or store is None:
+        feed = self._feed
+        if feed is None:
             return
         try:
             reading = feed.read(self._position)
@@ -246,7 +241,9 @@ class BeatEngine:
             return
         changed = sorted(set(reading.job_ids))
         wanted = [*changed, *(f"{job_id}{STATE_SUFFIX}" for job_id in changed)]
-        read, found = self._storage_call(lambda: store.get_many(wanted), "read the changed crons")
+        read, found = self._storage_call(
+            lambda: self._storage.get_many(wanted), "read the changed crons"
+        )
         if not read or found is None:
             return  # the position stays: they are read again
         records = found

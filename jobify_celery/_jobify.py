@@ -63,6 +63,7 @@ __all__ = (
     "make_remote",
     "read_cron_record",
     "rebind_loop",
+    "replace_storage",
     "route_by_name",
     "routes_of",
     "run_inner_chain",
@@ -235,6 +236,11 @@ def rebind_loop(app: Jobify) -> bool:
         return False
     cells[code.co_freevars.index("result")].cell_contents = None
     return True
+
+
+def replace_storage(app: Jobify, storage: object) -> None:
+    """Make ``storage`` the app's storage (before it starts; a beat process's own view)."""
+    app.configs.storage = cast("Any", storage)
 
 
 def is_jobify_sqlite(storage: object) -> bool:

@@ -27,6 +27,7 @@ from celery.beat import PersistentScheduler
 
 from jobify_celery._beat import BeatEngine
 from jobify_celery._beat_lock import lock_for
+from jobify_celery._beat_storage import install as install_beat_storage
 from jobify_celery._bridge import beat_parts
 
 __all__ = ("JobifyScheduler",)
@@ -47,6 +48,8 @@ class JobifyScheduler(PersistentScheduler):  # type: ignore[misc]
             codec=parts.codec,
             run=parts.run,
             lock=lock_for(self.app),
+            # Before the app starts: a storage that is away does not stop beat.
+            storage=install_beat_storage(parts.app),
         )
 
     def tick(self, *args: Any, **kwargs: Any) -> float:  # noqa: ANN401
