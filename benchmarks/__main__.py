@@ -21,6 +21,7 @@ SCRIPTS = (
     "memory",
     "delay_lateness",
     "beat_precision",
+    "cron_scale",
 )
 
 

@@ -33,6 +33,8 @@ JobifyCelery(app, celery_app, track_started=os.environ.get("BENCH_TRACK_STARTED"
 
 # beat_precision: which beat this process is (each starts its own).
 PUBLISH_LOG = os.environ.get("BENCH_PUBLISH_LOG", "")
+#: Only this task's publishes are logged, if set (cron_scale's burst is not).
+LOG_TASK = os.environ.get("BENCH_PUBLISH_LOG_TASK", "")
 if os.environ.get("BENCH_PLAIN_BEAT"):
     celery_app.conf.beat_schedule = {
         "plain-every-second": {"task": "bench.beat_noop", "schedule": timedelta(seconds=1)}
@@ -57,6 +59,8 @@ def _log_publish(headers: dict[str, Any] | None = None, **_: Any) -> None:
     """Record when beat publishes (only in beat_precision's beat processes)."""
     if not PUBLISH_LOG or not headers:
         return
+    if LOG_TASK and headers.get("task") != LOG_TASK:
+        return
     published = time.time()
     raw = headers.get("jobify") or "{}"
     jobify = json.loads(raw) if isinstance(raw, str) else raw
@@ -74,6 +78,17 @@ def _log_publish(headers: dict[str, Any] | None = None, **_: Any) -> None:
     metadata={"celery": {"acks_late": os.environ.get("BENCH_ACKS_LATE", "1") == "1"}},
 )
 async def jobify_noop() -> None:
+    return None
+
+
+# cron_scale: the crons due at one second go to a queue of their own, counted there.
+BURST_QUEUE = os.environ.get("BENCH_BURST_QUEUE", "")
+if BURST_QUEUE:
+    celery_app.conf.task_routes = {"bench.cron_burst": {"queue": BURST_QUEUE}}
+
+
+@app.task(name="bench.cron_burst")
+async def cron_burst() -> None:
     return None
 
 

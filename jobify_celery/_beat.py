@@ -493,14 +493,17 @@ class BeatEngine:
                     tick.planned.isoformat(),
                 )
         finished = [entry.job_id for entry in due if entry.state.finished(entry.cron)]
+        if finished:
+            logger.info("%d cron(s) reached their max_runs: %s", len(finished), _few(finished))
+        ended: list[str] = []
         for job_id in finished:
-            logger.info("Cron %r reached its max_runs", job_id)
             if not job_id.endswith(DECLARED_CRON_SUFFIX):
                 # A run-time cron ends as in Jobify: its schedule goes away.
                 # A declared one keeps its records, so that a beat restart
                 # does not start its runs over.
                 self._book.remove(job_id)
-                self._delete([job_id])
+                ended.append(job_id)
+        self._delete(ended)
 
     def _publish(self, entry: Entry, tick: Tick, task_id: str) -> None:
         header = encode_header(
@@ -555,6 +558,12 @@ class BeatEngine:
         if soonest is not None:
             waits.append(soonest - time.time())
         return max(0.0, min(waits))
+
+
+def _few(job_ids: Sequence[str], shown: int = 5) -> str:
+    """Name the first few of ``job_ids`` (a log line for ten thousand crons stays short)."""
+    named = ", ".join(repr(job_id) for job_id in job_ids[:shown])
+    return named if len(job_ids) <= shown else f"{named} and {len(job_ids) - shown} more"
 
 
 def _split(
