@@ -71,8 +71,9 @@ def test_c_jobs_run_at_once_on_one_loop_without_a_thread_each(
     busiest: list[int] = []
 
     async def scenario() -> float:
-        jobs = [await tally.work.push(ns, 1.0) for _ in range(250)]
+        # From before the first push: the worker starts jobs while the rest are pushed.
         started = time.monotonic()
+        jobs = [await tally.work.push(ns, 1.0) for _ in range(250)]
         watch = asyncio.ensure_future(_sample_threads(worker.pid, busiest))
         await asyncio.wait_for(asyncio.gather(*jobs), WAIT)
         watch.cancel()
