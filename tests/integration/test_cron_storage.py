@@ -157,3 +157,26 @@ def test_beat_rereads_the_storage_when_the_feed_was_lost(crons: Clock) -> None:
         assert time.monotonic() < deadline, f"the unannounced cron never ran:\n{beat.log()}"
         time.sleep(0.1)
     assert "rereading every stored cron" in beat.log()
+
+
+def test_two_beats_share_the_crons_with_no_tick_twice_and_one_takes_over(crons: Clock) -> None:
+    job_id = f"shared-{crons.run}"
+    crons.produce("add", job_id, "shared")
+    crons.worker()
+    beats = [crons.beat(), crons.beat()]  # each its own storage object on one database
+    deadline = time.monotonic() + 20
+    while len(_labels(crons, job_id)) < 3:
+        assert time.monotonic() < deadline, "the cron never ran"
+        time.sleep(0.1)
+    holder = next(b for b in beats if "holds the lock" in b.log())
+    standby = beats[1] if holder is beats[0] else beats[0]
+    holder.stop(sig=9)
+    killed_at = time.time()
+    deadline = time.monotonic() + 15
+    while not _labels(crons, job_id, after=killed_at):
+        assert time.monotonic() < deadline, "the standby beat never took over"
+        time.sleep(0.1)
+    assert "holds the lock" in standby.log()
+    time.sleep(2.0)
+    planned = [r["exec_at"] for r in crons.runs("labelled") if r["job_id"] == job_id]
+    assert len(planned) == len(set(planned)), "a tick ran twice"
