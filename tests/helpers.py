@@ -38,3 +38,21 @@ def queue_depth(queue: str) -> int:
 def delete_queue(queue: str) -> None:
     with Connection(BROKER_URL) as conn, contextlib.suppress(Exception):
         conn.default_channel.queue_delete(queue)
+
+
+def drop_postgres_table(table: str) -> None:
+    """Drop a test's table from the shared test database (``POSTGRES_URL``)."""
+    import asyncio
+
+    import asyncpg
+
+    from tests.servers import POSTGRES_URL
+
+    async def drop() -> None:
+        connection = await asyncpg.connect(POSTGRES_URL)
+        try:
+            await connection.execute(f"DROP TABLE IF EXISTS {table}")
+        finally:
+            await connection.close()
+
+    asyncio.run(drop())

@@ -7,7 +7,6 @@ meanwhile.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from typing import TYPE_CHECKING
@@ -18,6 +17,7 @@ from kombu import Connection
 
 from tests.apps import clock
 from tests.faults.proxy import TcpProxy
+from tests.helpers import drop_postgres_table
 from tests.integration.clock_env import Clock
 from tests.servers import POSTGRES_URL, require_postgres
 
@@ -50,17 +50,7 @@ def crons(tmp_path: Path, pg_proxy: TcpProxy) -> Iterator[Clock]:
     yield env
     for process in reversed(env.processes):
         process.stop()
-    asyncio.run(_drop(env.table))
-
-
-async def _drop(table: str) -> None:
-    import asyncpg
-
-    connection = await asyncpg.connect(POSTGRES_URL)
-    try:
-        await connection.execute(f"DROP TABLE IF EXISTS {table}")
-    finally:
-        await connection.close()
+    drop_postgres_table(env.table)
 
 
 def _count(env: Clock, job_id: str) -> int:

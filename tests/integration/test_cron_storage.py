@@ -6,7 +6,6 @@ several hosts; beat and the worker are real ``celery`` processes.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -21,6 +20,7 @@ import redis
 from kombu import Connection
 
 from tests.apps import clock
+from tests.helpers import drop_postgres_table
 from tests.integration.clock_env import Clock
 from tests.integration.workers import REPO_ROOT
 from tests.servers import POSTGRES_URL, RESULT_BACKEND, require_postgres
@@ -48,17 +48,7 @@ def crons(request: pytest.FixtureRequest, servers: None, tmp_path: Path) -> Iter
     for process in reversed(env.processes):
         process.stop()
     if request.param == "postgres":
-        asyncio.run(_drop_table(env.table))
-
-
-async def _drop_table(table: str) -> None:
-    import asyncpg
-
-    connection = await asyncpg.connect(POSTGRES_URL)
-    try:
-        await connection.execute(f"DROP TABLE IF EXISTS {table}")
-    finally:
-        await connection.close()
+        drop_postgres_table(env.table)
 
 
 def _race(env: Clock, operations: list[list[str]]) -> list[dict[str, Any]]:
