@@ -47,6 +47,7 @@ from jobify_celery._options import (
     publish_options_of,
     validate_route_options,
 )
+from jobify_celery._pg_startup import guard_table_creation
 from jobify_celery._producer import ProducerSession, Publisher
 from jobify_celery._results import watcher_for
 from jobify_celery._runtime import ProcessRuntime
@@ -273,6 +274,7 @@ class JobifyCelery:
             ),
             _Registration(self),
         )
+        guard_table_creation(app.configs.storage)
         _use_jobify_beat(celery_app)
         if pool == "asyncio":
             _use_asyncio_pool(celery_app)

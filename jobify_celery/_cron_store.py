@@ -29,7 +29,7 @@ from jobify_celery._jobify import (
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
-__all__ = ("CronStore", "cron_store_for")
+__all__ = ("CronStore", "asyncpg_table", "cron_store_for")
 
 
 class CronStore(Protocol):
@@ -131,13 +131,13 @@ def cron_store_for(storage: object) -> CronStore | None:
         return _Methods(add, get)
     if is_jobify_sqlite(storage):
         return _JobifySQLite(storage)
-    table = _asyncpg_table(storage)
+    table = asyncpg_table(storage)
     if table is not None:
         return _Asyncpg(storage, table)
     return None
 
 
-def _asyncpg_table(storage: object) -> str | None:
+def asyncpg_table(storage: object) -> str | None:
     """Return the table of a jobify-db ``AsyncpgStorage`` (a private attribute), if it is one."""
     try:
         from jobify_db.postgresql.asyncpg import AsyncpgStorage  # noqa: PLC0415
