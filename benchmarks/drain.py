@@ -1,6 +1,6 @@
-"""Drain: N pre-queued no-op tasks per system, consumed by prefork -c 2 workers.
+"""Drain: N pre-queued tasks per system, consumed by prefork -c 2 workers.
 
-    python -m benchmarks.drain [--tasks 20000] [--segment 2000] [--quick]
+    python -m benchmarks.drain [--tasks 20000] [--segment 2000] [--app both] [--quick]
 
 Four systems, each with its own queue and its own idle worker: plain Celery
 with its defaults (acks early), plain Celery acknowledging late like
@@ -19,6 +19,12 @@ It also reads, from /proc, the CPU time each worker (parent, pool processes)
 and the local RabbitMQ and Redis servers spent per task while that worker
 consumed. The drain keeps both cores busy, so the ratio of those totals is a
 second reading of the throughput ratio, one that CPU steal barely moves.
+
+``--app realistic`` (or ``both``, the default) adds the realistic pair
+(``benchmarks.realistic``: middleware on both sides, a tenant in
+``request_state``, lifespan, SQLite storage, a router prefix, a dataclass in
+and out, one Redis ``INCR`` per job) beside plain Celery doing the same user
+work, acking early and late; its workers take their turns with the others.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import time
 
 os.environ.setdefault("BENCH_QUEUE", f"jobify-celery-bench-{os.getpid()}")
 
-from benchmarks import apps, plain
+from benchmarks import apps, plain, realistic, realistic_plain
 from benchmarks._worker import (
     QueueDepth,
     cpu_seconds,
@@ -42,41 +48,78 @@ from benchmarks._worker import (
     tree_cpu_seconds,
 )
 
-SYSTEMS = ("plain", "plain-late", "plain-async", "jobify")
+BARE = ("plain", "plain-late", "plain-async", "jobify")
+REALISTIC = ("real-plain", "real-plain-late", "real-jobify")
 LABELS = {
     "plain": "celery (acks early)",
     "plain-late": "celery (acks late)",
     "plain-async": "celery async (late)",
     "jobify": "jobify-celery",
+    "real-plain": "celery (acks early)",
+    "real-plain-late": "celery (acks late)",
+    "real-jobify": "jobify-celery",
 }
 QUEUES = {
     "plain": plain.QUEUE + ".early",
     "plain-late": plain.QUEUE + ".late",
     "plain-async": plain.QUEUE + ".async",
     "jobify": apps.QUEUE,
+    "real-plain": realistic_plain.PLAIN_QUEUE + ".early",
+    "real-plain-late": realistic_plain.PLAIN_QUEUE + ".late",
+    "real-jobify": realistic.QUEUE,
+}
+#: Each system's Celery app, as ``celery -A`` finds it, and the object itself.
+APPS = {
+    "plain": "benchmarks.plain:celery_app",
+    "plain-late": "benchmarks.plain:celery_app",
+    "plain-async": "benchmarks.plain:celery_app",
+    "jobify": "benchmarks.apps:celery_app",
+    "real-plain": "benchmarks.realistic_plain:plain_app",
+    "real-plain-late": "benchmarks.realistic_plain:plain_app",
+    "real-jobify": "benchmarks.realistic:celery_app",
+}
+CELERY_APPS = {
+    "plain": plain.celery_app,
+    "plain-late": plain.celery_app,
+    "plain-async": plain.celery_app,
+    "jobify": apps.celery_app,
+    "real-plain": realistic_plain.plain_app,
+    "real-plain-late": realistic_plain.plain_app,
+    "real-jobify": realistic.celery_app,
 }
 #: Plain Celery systems acknowledging late, as jobify-celery does by default.
-ACKS_LATE = ("plain-late", "plain-async")
+ACKS_LATE = ("plain-late", "plain-async", "real-plain-late")
 
 
-async def _push_all(n: int) -> None:
-    async with apps.app:
-        for _ in range(n):
-            await apps.jobify_noop.push()
+async def _push_all(systems: tuple[str, ...], n: int) -> None:
+    if "jobify" in systems:
+        async with apps.app:
+            for _ in range(n):
+                await apps.jobify_noop.push()
+    if "real-jobify" in systems:
+        async with realistic.app:
+            for _ in range(n):
+                await realistic.place.push(realistic_plain.ORDER)
 
 
-def _queue_all(n: int) -> None:
+def _queue_all(systems: tuple[str, ...], n: int) -> None:
     for system in ("plain", "plain-late"):
+        if system in systems:
+            for _ in range(n):
+                plain.plain_noop.apply_async(queue=QUEUES[system])
+    if "plain-async" in systems:
         for _ in range(n):
-            plain.plain_noop.apply_async(queue=QUEUES[system])
-    for _ in range(n):
-        plain.plain_async_noop.apply_async(queue=QUEUES["plain-async"])
-    asyncio.run(_push_all(n))
+            plain.plain_async_noop.apply_async(queue=QUEUES["plain-async"])
+    for system in ("real-plain", "real-plain-late"):
+        if system in systems:
+            for _ in range(n):
+                realistic_plain.plain_publish(queue=QUEUES[system])
+    asyncio.run(_push_all(systems, n))
 
 
 def _segment(system: str, node: str, depth: QueueDepth, size: int) -> tuple[int, float]:
     """Let one worker consume ``size`` tasks; return (consumed, seconds)."""
-    app = apps.celery_app if system == "jobify" else plain.celery_app
+    app = CELERY_APPS[system]
     queue = QUEUES[system]
     before = depth(queue)
     target = max(before - size, 0)
@@ -92,7 +135,7 @@ def _segment(system: str, node: str, depth: QueueDepth, size: int) -> tuple[int,
 
 
 def run(
-    n: int, size: int
+    systems: tuple[str, ...], n: int, size: int
 ) -> tuple[dict[str, float], list[dict[str, float]], dict[str, tuple[float, float, float]]]:
     """Drain every queue in turns.
 
@@ -103,27 +146,26 @@ def run(
     depth = QueueDepth(plain.celery_app)
     servers = server_pids()
     passes: list[dict[str, float]] = []
-    done = dict.fromkeys(SYSTEMS, 0)
-    spent = dict.fromkeys(SYSTEMS, 0.0)
-    cpu = {s: [0.0, 0.0, 0.0] for s in SYSTEMS}
+    done = dict.fromkeys(systems, 0)
+    spent = dict.fromkeys(systems, 0.0)
+    cpu = {s: [0.0, 0.0, 0.0] for s in systems}
     with contextlib.ExitStack() as stack:
         nodes, pids = {}, {}
-        for system in SYSTEMS:
-            module = apps if system == "jobify" else plain
+        for system in systems:
             env = {"BENCH_PLAIN_ACKS_LATE": "1"} if system in ACKS_LATE else {}
             process, nodes[system] = stack.enter_context(
                 running_worker(
-                    module.celery_app,
+                    CELERY_APPS[system],
                     QUEUES[system],
-                    app_path=f"benchmarks.{module.__name__.rsplit('.', 1)[1]}:celery_app",
+                    app_path=APPS[system],
                     consume=False,
                     env=env,
                 )
             )
             pids[system] = process.pid
-        _queue_all(n)
-        order = list(SYSTEMS)
-        while any(done[s] < n for s in SYSTEMS):
+        _queue_all(systems, n)
+        order = list(systems)
+        while any(done[s] < n for s in systems):
             rates = {}
             for system in order:
                 if depth(QUEUES[system]) == 0:
@@ -138,59 +180,102 @@ def run(
                 done[system] += consumed
                 spent[system] += seconds
                 rates[system] = consumed / seconds
-            if len(rates) == len(SYSTEMS):
+            if len(rates) == len(systems):
                 passes.append(rates)
             order = order[1:] + order[:1]  # who goes first rotates
-            if all(depth(QUEUES[s]) == 0 for s in SYSTEMS):
+            if all(depth(QUEUES[s]) == 0 for s in systems):
                 break
     depth.close()
-    for system in SYSTEMS:
+    for system in systems:
         delete_queue(plain.celery_app, QUEUES[system])
-    rates = {s: done[s] / spent[s] for s in SYSTEMS}
+    rates = {s: done[s] / spent[s] for s in systems}
     cpu_ms = {
         s: (1000 * cpu[s][0] / done[s], 1000 * cpu[s][1] / done[s], 1000 * cpu[s][2] / done[s])
-        for s in SYSTEMS
+        for s in systems
     }
     return rates, passes, cpu_ms
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--tasks", type=int, default=20_000)
-    parser.add_argument("--segment", type=int, default=2_000)
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    n, size = (2_000, 500) if args.quick else (args.tasks, args.segment)
-    overall, passes, cpu_ms = run(n, size)
-    print(f"drain: {n} no-op tasks each, prefork -c 2, RabbitMQ + Redis, segments of {size}")
-    for system in SYSTEMS:
+def _report(
+    title: str,
+    systems: tuple[str, ...],
+    overall: dict[str, float],
+    passes: list[dict[str, float]],
+    cpu_ms: dict[str, tuple[float, float, float]],
+) -> None:
+    print(title)
+    for system in systems:
         per_pass = [round(p[system]) for p in passes]
         print(f"  {LABELS[system]:20} {overall[system]:6.0f} tasks/s   passes {per_pass}")
-    for system in SYSTEMS:
+    for system in systems:
         parent, pool, servers = cpu_ms[system]
         print(
             f"  {LABELS[system]:20} CPU per task: parent {parent:.2f} ms, pool {pool:.2f} ms, "
             f"RabbitMQ + Redis {servers:.2f} ms, all {parent + pool + servers:.2f} ms"
         )
 
-    def median_ratio(baseline: str) -> float:
-        return statistics.median(p["jobify"] / p[baseline] for p in passes)
 
-    print(
-        f"  ratio jobify / celery acks late: {median_ratio('plain-late'):.2f} (median of "
-        f"{len(passes)} passes, goal >= 0.90); / celery defaults: {median_ratio('plain'):.2f}; "
-        f"/ celery running the async no-op itself: {median_ratio('plain-async'):.2f}"
-    )
-    # On a machine the drain saturates, tasks per second go as 1 / (CPU per
-    # task, servers included): the same ratio read off CPU time, which CPU
-    # steal and other tenants disturb far less than wall-clock rates.
-    total = {s: sum(cpu_ms[s]) for s in SYSTEMS}
-    print(
-        f"  CPU cost ratio (celery / jobify, all processes): acks late "
-        f"{total['plain-late'] / total['jobify']:.2f}; defaults "
-        f"{total['plain'] / total['jobify']:.2f}; async itself "
-        f"{total['plain-async'] / total['jobify']:.2f}"
-    )
+def _median_ratio(passes: list[dict[str, float]], system: str, baseline: str) -> float:
+    return statistics.median(p[system] / p[baseline] for p in passes)
+
+
+def _cost_ratio(cpu_ms: dict[str, tuple[float, float, float]], system: str, baseline: str) -> float:
+    """Celery's CPU per task over the system's, servers included (see the docstring)."""
+    return sum(cpu_ms[baseline]) / sum(cpu_ms[system])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tasks", type=int, default=20_000)
+    parser.add_argument("--segment", type=int, default=2_000)
+    parser.add_argument("--app", choices=("bare", "realistic", "both"), default="both")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    n, size = (2_000, 500) if args.quick else (args.tasks, args.segment)
+    systems = (BARE if args.app != "realistic" else ()) + (REALISTIC if args.app != "bare" else ())
+    try:
+        overall, passes, cpu_ms = run(systems, n, size)
+    finally:
+        realistic_plain.cleanup()
+    setup = f"prefork -c 2, RabbitMQ + Redis, segments of {size}"
+    if args.app != "realistic":
+        _report(f"drain, bare app: {n} no-op tasks each, {setup}", BARE, overall, passes, cpu_ms)
+        print(
+            f"  ratio jobify / celery acks late: "
+            f"{_median_ratio(passes, 'jobify', 'plain-late'):.2f} (median of {len(passes)} "
+            f"passes, goal >= 1.0); / celery defaults: "
+            f"{_median_ratio(passes, 'jobify', 'plain'):.2f}; / celery running the async no-op itself: "
+            f"{_median_ratio(passes, 'jobify', 'plain-async'):.2f}"
+        )
+        # On a machine the drain saturates, tasks per second go as 1 / (CPU per
+        # task, servers included): the same ratio read off CPU time, which CPU
+        # steal and other tenants disturb far less than wall-clock rates.
+        print(
+            f"  CPU cost ratio (celery / jobify, all processes): acks late "
+            f"{_cost_ratio(cpu_ms, 'jobify', 'plain-late'):.2f}; defaults "
+            f"{_cost_ratio(cpu_ms, 'jobify', 'plain'):.2f}; async itself "
+            f"{_cost_ratio(cpu_ms, 'jobify', 'plain-async'):.2f}"
+        )
+    if args.app != "bare":
+        _report(
+            f"drain, realistic app: {n} orders each (middleware, request_state, lifespan, "
+            f"dataclass in and out, one Redis INCR), {setup}",
+            REALISTIC,
+            overall,
+            passes,
+            cpu_ms,
+        )
+        print(
+            f"  ratio jobify / celery defaults: "
+            f"{_median_ratio(passes, 'real-jobify', 'real-plain'):.2f} (goal >= 0.95); "
+            f"/ celery acks late: {_median_ratio(passes, 'real-jobify', 'real-plain-late'):.2f} "
+            f"(goal >= 0.98) (medians of {len(passes)} passes)"
+        )
+        print(
+            f"  CPU cost ratio (celery / jobify, all processes): defaults "
+            f"{_cost_ratio(cpu_ms, 'real-jobify', 'real-plain'):.2f}; acks late "
+            f"{_cost_ratio(cpu_ms, 'real-jobify', 'real-plain-late'):.2f}"
+        )
 
 
 if __name__ == "__main__":

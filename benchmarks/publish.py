@@ -1,6 +1,6 @@
 """Publish: ``push()`` (one outer middleware) beside ``apply_async``, one producer process.
 
-    python -m benchmarks.publish [--tasks 20000] [--rounds 3] [--quick]
+    python -m benchmarks.publish [--tasks 20000] [--rounds 3] [--app both] [--quick]
 
 Six ways to publish N messages, in alternating chunks of 500 so that the
 machine's stalls hit all alike:
@@ -12,6 +12,13 @@ machine's stalls hit all alike:
   confirms (the default) and with them (``publish_confirms=True``);
 * ``push 100 at a time``: 100 pushes in flight at once (a web app serving
   concurrent requests), without and with confirms.
+
+``--app realistic`` (or ``both``, the default) adds the realistic pair
+(``benchmarks.realistic``): ``place.push(order)`` through two outer
+middlewares that fill ``request_state``, a dataclass argument, a router
+prefix and a queue declared with ``x-expires``, beside plain Celery's
+``apply_async`` of the same order as a dict with the tenant in a header, to
+the same kind of queue.
 
 Both sides follow what they publish, as producers do: Celery subscribes each
 ``apply_async`` to its result (Redis backend), the bridge follows each pushed
@@ -44,7 +51,7 @@ os.environ.setdefault("BENCH_QUEUE", f"jobify-celery-bench-{os.getpid()}")
 
 from jobify import Jobify
 
-from benchmarks import apps, plain
+from benchmarks import apps, plain, realistic, realistic_plain
 from benchmarks._celery import bench_celery_app
 from benchmarks._worker import delete_queue, purge
 from jobify_celery import JobifyCelery
@@ -62,7 +69,14 @@ def _jobify_side(name: str, *, confirms: bool) -> tuple[Any, Jobify, Any]:
     async def noop() -> None:
         return None
 
-    return celery_app, app, noop
+    return celery_app, app, noop.push
+
+
+async def _push_order() -> Any:
+    return await realistic.place.push(realistic_plain.ORDER)
+
+
+REALISTIC = (realistic.celery_app, realistic.app, _push_order)
 
 
 confirmed_plain = bench_celery_app(
@@ -78,21 +92,24 @@ def confirmed_plain_noop() -> None:
 
 
 CELERY = {
-    "celery apply_async": (plain.celery_app, plain.plain_noop),
-    "celery apply_async, confirm_publish": (confirmed_plain, confirmed_plain_noop),
+    "celery apply_async": (plain.celery_app, plain.plain_noop.apply_async),
+    "celery apply_async, confirm_publish": (confirmed_plain, confirmed_plain_noop.apply_async),
+}
+REALISTIC_CELERY = {
+    "celery apply_async, realistic": (realistic_plain.plain_app, realistic_plain.plain_publish),
 }
 UNCONFIRMED = _jobify_side("bench_unconfirmed", confirms=False)
 CONFIRMED = _jobify_side("bench_confirmed", confirms=True)
 
 
-async def _one_by_one(route: Any, count: int) -> None:
+async def _one_by_one(push: Any, count: int) -> None:
     for _ in range(count):
-        await route.push()
+        await push()
 
 
-async def _in_flight(route: Any, count: int) -> None:
+async def _in_flight(push: Any, count: int) -> None:
     for start in range(0, count, IN_FLIGHT):
-        await asyncio.gather(*(route.push() for _ in range(min(IN_FLIGHT, count - start))))
+        await asyncio.gather(*(push() for _ in range(min(IN_FLIGHT, count - start))))
 
 
 VARIANTS = {
@@ -100,6 +117,10 @@ VARIANTS = {
     "push one by one, confirms": (CONFIRMED, _one_by_one),
     "push 100 at a time": (UNCONFIRMED, _in_flight),
     "push 100 at a time, confirms": (CONFIRMED, _in_flight),
+}
+REALISTIC_VARIANTS = {
+    "push one by one, realistic": (REALISTIC, _one_by_one),
+    "push 100 at a time, realistic": (REALISTIC, _in_flight),
 }
 
 
@@ -157,33 +178,35 @@ class _Stalls:
 async def _push_chunk(
     side: tuple[Any, Jobify, Any], publish: Any, chunk: int
 ) -> tuple[float, _Stalls]:
-    _, app, route = side
+    _, app, push = side
     async with app:
-        await route.push()  # connected, queue declared, watcher subscribed
+        await push()  # connected, queue declared, watcher subscribed
         meter = _Stalls()
         meter.start()
         await asyncio.sleep(0)
         started = time.perf_counter()
-        await publish(route, chunk)
+        await publish(push, chunk)
         spent = time.perf_counter() - started
         meter.stop()
     return spent, meter
 
 
-async def _round(n: int) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
-    spent = dict.fromkeys([*CELERY, *VARIANTS], 0.0)
-    stalls = dict.fromkeys(VARIANTS, (0.0, 0.0))
-    for _, task in CELERY.values():
-        task.apply_async()
+async def _round(
+    n: int, celery: dict[str, Any], variants: dict[str, Any]
+) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+    spent = dict.fromkeys([*celery, *variants], 0.0)
+    stalls = dict.fromkeys(variants, (0.0, 0.0))
+    for _, publish_one in celery.values():
+        publish_one()
     done = 0
     while done < n:
         chunk = min(CHUNK, n - done)
-        for name, (_, task) in CELERY.items():
+        for name, (_, publish_one) in celery.items():
             started = time.perf_counter()
-            followed = [task.apply_async() for _ in range(chunk)]
+            followed = [publish_one() for _ in range(chunk)]
             spent[name] += time.perf_counter() - started
             del followed
-        for name, (side, publish) in VARIANTS.items():
+        for name, (side, publish) in variants.items():
             seconds, meter = await _push_chunk(side, publish, chunk)
             spent[name] += seconds
             longest, outside = stalls[name]
@@ -192,53 +215,82 @@ async def _round(n: int) -> tuple[dict[str, float], dict[str, tuple[float, float
                 max(outside, meter.longest_outside_gc),
             )
         done += chunk
-    for celery_app, _ in CELERY.values():
-        purge(celery_app, celery_app.conf.task_default_queue)
-    for celery_app, _, _ in (UNCONFIRMED, CONFIRMED):
+    for celery_app in _celery_apps(celery, variants):
         purge(celery_app, celery_app.conf.task_default_queue)
     return {system: n / seconds for system, seconds in spent.items()}, stalls
+
+
+def _celery_apps(celery: dict[str, Any], variants: dict[str, Any]) -> list[Any]:
+    found = [celery_app for celery_app, _ in celery.values()]
+    found += [side[0] for side, _ in variants.values()]
+    return list({id(app): app for app in found}.values())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tasks", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--app", choices=("bare", "realistic", "both"), default="both")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     n, rounds = (2_000, 2) if args.quick else (args.tasks, args.rounds)
+    bare, real = args.app != "realistic", args.app != "bare"
+    celery = {**(CELERY if bare else {}), **(REALISTIC_CELERY if real else {})}
+    variants = {**(VARIANTS if bare else {}), **(REALISTIC_VARIANTS if real else {})}
     rates: dict[str, list[float]] = {}
     worst: dict[str, tuple[float, float]] = {}
-    for _ in range(rounds):
-        round_rates, stalls = asyncio.run(_round(n))
-        for system, rate in round_rates.items():
-            rates.setdefault(system, []).append(rate)
-        for system, (longest, outside) in stalls.items():
-            before = worst.get(system, (0.0, 0.0))
-            worst[system] = (max(before[0], longest), max(before[1], outside))
-    for celery_app, _ in CELERY.values():
-        delete_queue(celery_app, celery_app.conf.task_default_queue)
-    for celery_app, _, _ in (UNCONFIRMED, CONFIRMED):
-        delete_queue(celery_app, celery_app.conf.task_default_queue)
+    try:
+        for _ in range(rounds):
+            round_rates, stalls = asyncio.run(_round(n, celery, variants))
+            for system, rate in round_rates.items():
+                rates.setdefault(system, []).append(rate)
+            for system, (longest, outside) in stalls.items():
+                before = worst.get(system, (0.0, 0.0))
+                worst[system] = (max(before[0], longest), max(before[1], outside))
+    finally:
+        for celery_app in _celery_apps(celery, variants):
+            delete_queue(celery_app, celery_app.conf.task_default_queue)
+        realistic_plain.cleanup()
     median = {k: statistics.median(v) for k, v in rates.items()}
-    base = median["celery apply_async"]
     print(f"publish: {n} messages each way, one producer, RabbitMQ, {rounds} round(s)")
-    for name in CELERY:
+    if bare:
+        _report(median, worst, CELERY, VARIANTS, "celery apply_async")
+        for mode in ("push one by one", "push 100 at a time"):
+            cost = 1 - median[f"{mode}, confirms"] / median[mode]
+            print(f"  confirms cost ({mode}): {cost * 100:.0f}% of throughput")
+        confirmed = median["celery apply_async, confirm_publish"]
+        print(
+            "  confirmed push one by one vs confirmed apply_async: "
+            f"x{median['push one by one, confirms'] / confirmed:.2f}"
+        )
+    if real:
+        print("  realistic app (two outer middlewares, request_state, a dataclass, x-expires):")
+        real_base = "celery apply_async, realistic"
+        _report(median, worst, REALISTIC_CELERY, REALISTIC_VARIANTS, real_base)
+        print(
+            "  realistic push one by one vs apply_async: "
+            f"x{median['push one by one, realistic'] / median[real_base]:.2f}"
+            " (goal >= 0.95)"
+        )
+
+
+def _report(
+    median: dict[str, float],
+    worst: dict[str, tuple[float, float]],
+    celery: dict[str, Any],
+    variants: dict[str, Any],
+    baseline: str,
+) -> None:
+    base = median[baseline]
+    for name in celery:
         print(f"  {name:36} {median[name]:8.0f} msg/s  x{median[name] / base:.2f}")
-    for name in VARIANTS:
+    for name in variants:
         longest, outside = worst[name]
         print(
             f"  {'jobify ' + name:36} {median[name]:8.0f} msg/s  x{median[name] / base:.2f}"
             f"  longest loop stall {longest * 1000:.1f} ms"
             f" ({outside * 1000:.1f} ms of the loop's own work)"
         )
-    for mode in ("push one by one", "push 100 at a time"):
-        cost = 1 - median[f"{mode}, confirms"] / median[mode]
-        print(f"  confirms cost ({mode}): {cost * 100:.0f}% of throughput")
-    confirmed = median["celery apply_async, confirm_publish"]
-    print(
-        "  confirmed push one by one vs confirmed apply_async: "
-        f"x{median['push one by one, confirms'] / confirmed:.2f}"
-    )
 
 
 if __name__ == "__main__":
