@@ -3,8 +3,9 @@
 jobify-db's ``AsyncpgStorage.startup`` runs ``CREATE TABLE IF NOT EXISTS``.
 PostgreSQL checks "if not exists" before it writes the table's catalog rows, so
 two sessions creating one table at the same moment both pass the check, and
-the later one fails on a catalog unique index (``UniqueViolationError`` on
-``pg_type``, or ``DuplicateTableError``) once the first commits. A deployment
+the later one fails once the first commits: on a catalog unique index
+(``UniqueViolationError`` on ``pg_type``), or with ``DuplicateTableError`` or
+``DuplicateObjectError`` (the table's row type), depending on timing. A deployment
 whose producers and beats start together on a fresh database would lose one
 of them to that. ``guard_table_creation`` makes such a failure mean what it
 means, "the table exists now": the storage is started again, which keeps the
@@ -32,12 +33,18 @@ def guard_table_creation(storage: object) -> None:
     startup = getattr(storage, "startup")  # noqa: B009 - typed as object
     if getattr(startup, _GUARDED, False):
         return
-    from asyncpg.exceptions import DuplicateTableError, UniqueViolationError  # noqa: PLC0415
+    from asyncpg.exceptions import (  # noqa: PLC0415
+        DuplicateObjectError,
+        DuplicateTableError,
+        UniqueViolationError,
+    )
+
+    created_meanwhile = (UniqueViolationError, DuplicateTableError, DuplicateObjectError)
 
     async def guarded_startup() -> None:
         try:
             await startup()
-        except (UniqueViolationError, DuplicateTableError) as exc:
+        except created_meanwhile as exc:
             logger.debug("Another process created the cron table at this moment (%s)", exc)
             await startup()
 
