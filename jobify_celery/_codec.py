@@ -34,7 +34,7 @@ from datetime import datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-from jobify_celery._coerce import coerce
+from jobify_celery._coerce import Coercer
 from jobify_celery._errors import ArgumentLoadError
 from jobify_celery._plain import NOT_PLAIN, readable
 
@@ -86,10 +86,10 @@ class ValueCodec:
     ``tag``/``untag_hook`` are the extended JSON serializer's encoder and
     decoder hook when the app uses it, ``coerce_plain`` is on when the app
     has no loader of its own (then plain JSON from a Celery client is read
-    into the annotated type by :func:`jobify_celery._coerce.coerce`).
+    into the annotated type by a :class:`jobify_celery._coerce.Coercer`).
     """
 
-    __slots__ = ("_coerce_plain", "_dump", "_load", "_tag", "_untag_hook")
+    __slots__ = ("_coerce", "_coerce_plain", "_dump", "_load", "_tag", "_untag_hook")
 
     def __init__(
         self,
@@ -105,6 +105,7 @@ class ValueCodec:
         self._tag = tag
         self._untag_hook = untag_hook
         self._coerce_plain = coerce_plain
+        self._coerce = Coercer()
 
     def dump(self, value: Any, hint: Any) -> Any:  # noqa: ANN401
         """Return the JSON-compatible form of ``value`` for ``hint``.
@@ -117,7 +118,7 @@ class ValueCodec:
             return value
         dumped = self._dump(value, hint)
         if self._coerce_plain:
-            plain = readable(dumped, hint)
+            plain = readable(dumped, hint, self._coerce)
             if plain is not NOT_PLAIN:
                 return plain
         if self._tag is not None:
@@ -129,7 +130,7 @@ class ValueCodec:
         value = self.untag(raw)
         value = self._load(value, hint)
         if self._coerce_plain:
-            value = coerce(value, hint)
+            value = self._coerce(value, hint)
         return value
 
     def untag(self, raw: Any) -> Any:  # noqa: ANN401

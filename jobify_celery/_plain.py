@@ -26,9 +26,12 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from enum import Enum
 from pathlib import PurePath
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from jobify_celery._coerce import CoercionError, coerce
+from jobify_celery._coerce import CoercionError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ("NOT_PLAIN", "readable", "to_plain")
 
@@ -74,8 +77,11 @@ def to_plain(value: Any) -> Any:  # noqa: ANN401, C901, PLR0911
     raise _NoPlainFormError
 
 
-def readable(value: Any, hint: Any) -> Any:  # noqa: ANN401
-    """Return ``value`` as plain JSON if ``hint`` reads that back unchanged, else ``NOT_PLAIN``."""
+def readable(value: Any, hint: Any, coerce: Callable[[Any, Any], Any]) -> Any:  # noqa: ANN401
+    """Return ``value`` as plain JSON if ``hint`` reads that back unchanged, else ``NOT_PLAIN``.
+
+    ``coerce`` reads the plain form back (``_coerce.Coercer``).
+    """
     try:
         plain = to_plain(value)
         back = coerce(plain, hint)

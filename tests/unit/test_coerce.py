@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, NamedTuple
 
 import pytest
 
-from jobify_celery._coerce import CoercionError, coerce
+from jobify_celery._coerce import Coercer, CoercionError, coerce
 
 
 class Level(IntEnum):
@@ -81,3 +81,33 @@ def test_coerces(value: Any, tp: Any, expected: Any) -> None:
 def test_refuses(value: Any, tp: Any) -> None:
     with pytest.raises(CoercionError):
         coerce(value, tp)
+
+
+@dataclasses.dataclass
+class Later:
+    part: NotYet  # noqa: F821 - defined below, after a first read
+
+
+def test_one_coercer_reads_a_dataclass_again_and_again_the_same_way() -> None:
+    read = Coercer()
+    for x in (1, 2, 3):
+        assert read({"size": [x, 2], "label": "b"}, Box) == Box(Point(x, 2), "b")
+    with pytest.raises(CoercionError, match="no field"):
+        read({"size": [1, 2], "colour": "red"}, Box)
+    with pytest.raises(CoercionError, match="got int 5"):
+        read({"size": [1, 2], "label": 5}, Box)
+
+
+def test_an_annotation_that_does_not_resolve_yet_is_not_remembered() -> None:
+    read = Coercer()
+    assert read({"part": {"n": 1}}, Later) == Later({"n": 1})  # type: ignore[arg-type]
+    globals()["NotYet"] = _NotYet
+    try:
+        assert read({"part": {"n": 1}}, Later) == Later(_NotYet(1))
+    finally:
+        del globals()["NotYet"]
+
+
+@dataclasses.dataclass
+class _NotYet:
+    n: int

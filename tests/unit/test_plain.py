@@ -9,6 +9,7 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any, NamedTuple
 
+from jobify_celery._coerce import coerce
 from jobify_celery._plain import NOT_PLAIN, readable
 
 
@@ -56,7 +57,7 @@ def test_a_nested_dataclass_is_its_fields_all_the_way_down() -> None:
         [Line("a", 2)],
         timedelta(minutes=1),
     )
-    assert readable(order, Order) == {
+    assert readable(order, Order, coerce) == {
         "id": "00000000-0000-0000-0000-000000000001",
         "placed": "2026-11-30T09:00:00+00:00",
         "total": "19.99",
@@ -67,16 +68,16 @@ def test_a_nested_dataclass_is_its_fields_all_the_way_down() -> None:
 
 
 def test_containers_follow_their_item_annotations() -> None:
-    assert readable([Line("a", 1)], list[Line]) == [{"sku": "a", "qty": 1}]
-    assert readable({"k": Decimal(1)}, dict[str, Decimal]) == {"k": "1"}
-    assert readable({1, 2}, set[int]) in ([1, 2], [2, 1])
-    assert readable((1, "x"), tuple[int, str]) == [1, "x"]
-    assert readable(Pair(1, 2), Pair) == {"left": 1, "right": 2}
-    assert readable(None, Order | None) is None
+    assert readable([Line("a", 1)], list[Line], coerce) == [{"sku": "a", "qty": 1}]
+    assert readable({"k": Decimal(1)}, dict[str, Decimal], coerce) == {"k": "1"}
+    assert readable({1, 2}, set[int], coerce) in ([1, 2], [2, 1])
+    assert readable((1, "x"), tuple[int, str], coerce) == [1, "x"]
+    assert readable(Pair(1, 2), Pair, coerce) == {"left": 1, "right": 2}
+    assert readable(None, Order | None, coerce) is None
 
 
 def test_what_would_come_back_different_keeps_its_tags() -> None:
-    assert readable(Line("a", 1), Any) is NOT_PLAIN  # a dict would come back
-    assert readable(Label("x"), Shape | Label) is NOT_PLAIN  # read back as a Shape
-    assert readable({1: "x"}, dict[int, str]) is NOT_PLAIN  # JSON keys are strings
-    assert readable(object(), object) is NOT_PLAIN
+    assert readable(Line("a", 1), Any, coerce) is NOT_PLAIN  # a dict would come back
+    assert readable(Label("x"), Shape | Label, coerce) is NOT_PLAIN  # read back as a Shape
+    assert readable({1: "x"}, dict[int, str], coerce) is NOT_PLAIN  # JSON keys are strings
+    assert readable(object(), object, coerce) is NOT_PLAIN
