@@ -190,22 +190,39 @@ def ensure_json(value: Any, where: str) -> None:  # noqa: ANN401
     """Raise ``TypeError`` naming ``where`` if ``value`` is not plain JSON."""
     if type(value) in _PRIMITIVES:
         return
+    found = _not_json(value)
+    if found is not None:
+        path, problem = found
+        raise TypeError(where + "".join(reversed(path)) + problem)
+
+
+def _not_json(value: Any) -> tuple[list[str], str] | None:  # noqa: ANN401, PLR0911
+    """Find the first part of ``value`` that is not plain JSON: its path, innermost first.
+
+    The path is spelt out only for what is found: most values are plain.
+    """
+    if type(value) in _PRIMITIVES:
+        return None
     if isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
-            ensure_json(item, f"{where}[{index}]")
-        return
+            found = _not_json(item)
+            if found is not None:
+                found[0].append(f"[{index}]")
+                return found
+        return None
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
-                msg = f"{where} has a key {key!r} that is not a string"
-                raise TypeError(msg)
-            ensure_json(item, f"{where}[{key!r}]")
-        return
-    msg = (
-        f"{where} is a {type(value).__name__}, which cannot travel as JSON. "
+                return [], f" has a key {key!r} that is not a string"
+            found = _not_json(item)
+            if found is not None:
+                found[0].append(f"[{key!r}]")
+                return found
+        return None
+    return [], (
+        f" is a {type(value).__name__}, which cannot travel as JSON. "
         "Use a type the app's dumper turns into JSON, or convert it first."
     )
-    raise TypeError(msg)
 
 
 def _too_deep(where: str) -> TypeError:

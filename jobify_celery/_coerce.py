@@ -78,13 +78,16 @@ class Coercer:
         self._shapes: weakref.WeakKeyDictionary[type[Any], tuple[dict[str, Any], frozenset[str]]]
         self._shapes = weakref.WeakKeyDictionary()
 
-    def __call__(self, value: Any, tp: Any) -> Any:  # noqa: ANN401, PLR0911
+    def __call__(self, value: Any, tp: Any) -> Any:  # noqa: ANN401, C901, PLR0911
         """Return ``value`` as an instance of ``tp``, or raise ``CoercionError``.
 
         Annotations this module does not understand (type variables, protocols,
         callables, ...) let the value through unchanged: the function's own code
         is then the judge, as it would be in a single-process Jobify app.
         """
+        if type(value) is tp:
+            # Already one (most fields: a str, an int): what the checks below end in.
+            return value
         if tp is Any or tp is object or isinstance(tp, typing.TypeVar):
             return value
         origin = typing.get_origin(tp)
@@ -162,7 +165,7 @@ class Coercer:
             return value
         if tp is float and isinstance(value, int) and not isinstance(value, bool):
             return float(value)
-        if dataclasses.is_dataclass(tp) and isinstance(value, Mapping):
+        if dataclasses.is_dataclass(tp) and (type(value) is dict or isinstance(value, Mapping)):
             return self._dataclass(value, tp)
         if issubclass(tp, Enum):
             try:

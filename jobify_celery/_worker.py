@@ -100,6 +100,8 @@ class _Plan:
     positional: tuple[str, ...] | None
     hints: dict[str, Any]
     result_type: Any
+    #: How an error about the result names it.
+    result_where: str
     retry: SmartRetry | None
 
 
@@ -305,7 +307,7 @@ class Executor:
         )
         result = await self._run_cancellable(builder, context, job, request.id)
         dumped = codec.dump(result, plan.result_type)
-        ensure_json(dumped, f"the result of task {name!r}")
+        ensure_json(dumped, plan.result_where)
         return dumped
 
     def _bind_cron(self, job: Job[Any], tick: CronTick) -> None:
@@ -395,6 +397,7 @@ class Executor:
             positional=positional_names(wire),
             hints=dict(spec.type_params),
             result_type=spec.result_type,
+            result_where=f"the result of task {name!r}",
             retry=retry_policy(route.options),
         )
         self._plans[name] = plan

@@ -273,6 +273,11 @@ def test_values_that_cannot_travel_are_refused_with_their_place() -> None:
         ensure_json({"k": object()}, "argument 'x' of task 't'")
     with pytest.raises(TypeError, match="key 1"):
         ensure_json({1: "a"}, "where")
+    with pytest.raises(TypeError, match=r"^result\['a'\]\[1\]\['b'\] is a set,"):
+        ensure_json({"a": [0, {"b": {1}}], "z": 1}, "result")
+    with pytest.raises(TypeError, match=r"^result\[2\] has a key"):
+        ensure_json([1, "x", {(1, 2): 3}], "result")
+    ensure_json({"a": [0, {"b": [None, 1.5, True]}]}, "result")
 
 
 def test_header_carries_planned_time_and_request_state() -> None:
