@@ -244,8 +244,8 @@ def main() -> None:
             f"  ratio jobify / celery acks late: "
             f"{_median_ratio(passes, 'jobify', 'plain-late'):.2f} (median of {len(passes)} "
             f"passes, goal >= 1.0); / celery defaults: "
-            f"{_median_ratio(passes, 'jobify', 'plain'):.2f}; / celery running the async no-op itself: "
-            f"{_median_ratio(passes, 'jobify', 'plain-async'):.2f}"
+            f"{_median_ratio(passes, 'jobify', 'plain'):.2f}; / celery running the async "
+            f"no-op itself: {_median_ratio(passes, 'jobify', 'plain-async'):.2f}"
         )
         # On a machine the drain saturates, tasks per second go as 1 / (CPU per
         # task, servers included): the same ratio read off CPU time, which CPU

@@ -171,6 +171,10 @@ def install_hooks(app: Jobify, terminal: PublishTerminal, hooks: RegistrationHoo
     * Retries are re-publishes through the broker, decided after the whole
       inner chain failed, so Jobify's in-process retry step (an
       ``asyncio.sleep`` that would hold a worker slot) leaves the chain.
+    * Routers' routes are registered once: Jobify 0.14 registers them at
+      every startup (``propagate_real_routes``) and, on a second startup of
+      the same app (a test suite, a restarted producer), prefixes them again
+      and fails; the routes it registered the first time stay registered.
     * Route registration goes through ``hooks``: options are checked when a
       route is declared on the app (and when routers' routes are registered
       at startup), and a Celery task given to ``@app.task`` is taken over.
@@ -179,9 +183,18 @@ def install_hooks(app: Jobify, terminal: PublishTerminal, hooks: RegistrationHoo
     async def restore_nothing() -> None:
         app.state.pop(CRONS_DEF_KEY, None)
 
+    propagate = app.propagate_real_routes
+    propagated: list[bool] = []
+
+    def propagate_once() -> None:
+        if not propagated:
+            propagate()
+            propagated.append(True)
+
     app_dict = vars(app)
     app_dict["_schedule"] = terminal
     app_dict["_restore_schedules"] = restore_nothing
+    app_dict["propagate_real_routes"] = propagate_once
 
     registrator = app.task
     registrator._system_middleware = tuple(  # noqa: SLF001

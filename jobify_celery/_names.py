@@ -39,13 +39,18 @@ def route_table(root: RouterLike, *, started: bool) -> list[tuple[str, Any]]:
 
     Once the app has started, Jobify has moved every route to the root under
     its full name and rewritten the routers' prefixes, so the root's own
-    routes are the whole table then.
+    routes are the whole table then. The routers keep those same routes, so
+    an app started before (and stopped) lists them at the root already:
+    they are not walked again under the rewritten prefixes.
     """
     table = [(route.name, route) for route in root.routes]
     if started:
         return table
+    at_root = {id(route) for _, route in table}
     for sub in _subs(root):
-        table.extend(_walk(sub, sub.prefix))
+        table.extend(
+            (name, route) for name, route in _walk(sub, sub.prefix) if id(route) not in at_root
+        )
     return table
 
 

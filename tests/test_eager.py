@@ -132,3 +132,40 @@ def test_an_eager_push_does_not_block_the_loop() -> None:
         return ticks
 
     assert _run(built, work) >= 10  # the 0.2 s timeout passed while the loop ticked
+
+
+def test_an_app_with_routers_starts_again_and_again_in_one_process() -> None:
+    # Jobify 0.14 alone fails the second start of an app with routers (it
+    # prefixes the routers' routes again); a test suite starts its app per test.
+    from celery import Celery
+    from jobify import Jobify, JobRouter
+
+    from jobify_celery import JobifyCelery
+
+    celery_app = Celery("restarts", broker="memory://", backend="cache+memory://")
+    celery_app.conf.task_always_eager = True
+    app = Jobify(storage=False)
+    JobifyCelery(app, celery_app)
+    orders = JobRouter(prefix="orders")
+    refunds = JobRouter(prefix="refunds")
+
+    @orders.task(name="place")
+    async def place(n: int) -> int:
+        return n + 1
+
+    @refunds.task(name="back")
+    async def back(n: int) -> int:
+        return -n
+
+    orders.include_router(refunds)
+    app.include_router(orders)
+
+    async def once(n: int) -> tuple[int, int]:
+        async with app:
+            return await (await place.push(n)), await (await back.push(n))
+
+    for n in range(3):
+        assert asyncio.run(once(n)) == (n + 1, -n)
+    # (Other tests' shared Celery tasks are in every app: look at this app's routes.)
+    names = {name for name in celery_app.tasks if "orders" in name}
+    assert names == {"orders:place", "orders.refunds:back"}
