@@ -9,11 +9,9 @@ confirmation the job's fate depends on):
    back-pressure instead of an unbounded buffer when the broker is slow;
    without confirms, aiormq's bounded write queue does the same);
 2. (re)connects if needed, declaring what kombu would declare before the
-   publish (``_declare_calls``), with kombu's caching rule, one step
-   further: an entity is declared once per connection, an ``auto_delete``
-   one before every publish, and a queue with ``x-expires`` again once half
-   its expiry has passed since it was last declared (``declaration_lease``;
-   kombu declares it before every publish, a round trip each time);
+   publish (``_declare_calls``), with kombu's caching rule: an entity is
+   declared once per connection unless kombu says its declaration cannot be
+   cached (a queue with ``x-expires`` is declared before every publish);
 3. publishes the message with the headers and properties Celery gave it
    (headers encoded as Celery's own client encodes them, ``_amqp_table``);
    with confirms, the job's message is ``mandatory`` so a message no queue
@@ -32,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 from typing import TYPE_CHECKING, Any, Final, cast
 from urllib.parse import quote
@@ -137,25 +134,6 @@ class _DeclareRecorder:
         self.calls.append(("exchange_bind", kwargs))
 
 
-def declaration_lease(entity: Any) -> float | None:  # noqa: ANN401
-    """Return for how many seconds a declaration of ``entity`` holds (``None``: not at all).
-
-    An entity kombu caches holds for the connection's life. An ``auto_delete``
-    one may go whenever its last consumer leaves: never held. A queue with
-    ``x-expires`` goes only once it has been unused that long, and a
-    declaration renews it, so a declaration holds for half the expiry.
-    """
-    if getattr(entity, "can_cache_declaration", False):
-        return math.inf
-    if getattr(entity, "auto_delete", False):
-        return None
-    arguments = getattr(entity, "queue_arguments", None) or {}
-    expires = arguments.get("x-expires")
-    if isinstance(expires, (int, float)) and not isinstance(expires, bool) and expires > 0:
-        return float(expires) / 2000.0
-    return None
-
-
 def declare_calls(entity: Any) -> list[tuple[str, dict[str, Any]]]:  # noqa: ANN401
     """Return what kombu's ``entity.declare()`` asks of a channel, in order."""
     recorder = _DeclareRecorder()
@@ -221,9 +199,8 @@ class AmqpSender:
         self._channel: aiormq.Channel | None = None
         self._connecting: asyncio.Lock | None = None
         self._slots: asyncio.Semaphore | None = None
-        #: kombu entities declared on the current connection: until when
-        #: (loop time) the declaration holds (``declaration_lease``).
-        self._declared: dict[int, float] = {}
+        #: kombu entities declared on the current connection (kombu's cache rule).
+        self._declared: set[int] = set()
         self._attempts: set[asyncio.Task[None]] = set()
         self._closed = False
         self._lost_logged = False
@@ -371,7 +348,7 @@ class AmqpSender:
                     client_properties={"connection_name": f"jobify-celery producer {os.getpid()}"},
                 )
                 self._connection = connection
-                self._declared = {}
+                self._declared = set()
             try:
                 opened = await connection.channel(publisher_confirms=self._confirms)
                 channel = cast("aiormq.Channel", opened)
@@ -383,15 +360,14 @@ class AmqpSender:
 
     async def _declare(self, channel: aiormq.Channel, entity: Any) -> None:  # noqa: ANN401
         """Declare ``entity`` as kombu's ``maybe_declare`` would before a publish."""
+        cacheable = bool(getattr(entity, "can_cache_declaration", False))
         ident = hash(entity)
-        now = asyncio.get_running_loop().time()
-        if now < self._declared.get(ident, -math.inf):
+        if cacheable and ident in self._declared:
             return
         for call, kwargs in declare_calls(entity):
             await _replay_declare(channel, call, kwargs)
-        lease = declaration_lease(entity)
-        if lease is not None:
-            self._declared[ident] = now + lease
+        if cacheable:
+            self._declared.add(ident)
 
     def _forget_channel(self, channel: aiormq.Channel | None) -> None:
         if channel is not None and self._channel is channel:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import math
 from decimal import Decimal
 
 import pytest
@@ -12,7 +11,7 @@ from celery import Celery
 from kombu import Exchange, Queue
 from kombu.messaging import Producer
 
-from jobify_celery._amqp_sender import amqp_url, declaration_lease, declare_calls, properties_of
+from jobify_celery._amqp_sender import amqp_url, declare_calls, properties_of
 from jobify_celery._capture import Capture, Outgoing
 from jobify_celery._celery_traps import PREFETCH_REDUCTION, keep_prefetch_after_reconnect
 from jobify_celery._senders import Attempt
@@ -125,15 +124,7 @@ def test_declarations_are_what_kombu_asks_of_a_channel() -> None:
     assert calls[1][1]["queue"] == "jobs"
     assert calls[1][1]["arguments"] == {"x-expires": 60_000, "x-max-priority": 5}
     assert calls[2][1]["routing_key"] == "jobs.#"
-    assert queue.can_cache_declaration is False  # x-expires: kombu declares before every publish
-
-
-def test_a_declaration_holds_for_the_connection_half_an_expiry_or_not_at_all() -> None:
-    assert declaration_lease(Queue("plain")) == math.inf
-    assert declaration_lease(Exchange("work", type="topic")) == math.inf
-    assert declaration_lease(Queue("x", queue_arguments={"x-expires": 60_000})) == 30.0
-    assert declaration_lease(Queue("gone", auto_delete=True)) is None
-    assert declaration_lease(Queue("odd", queue_arguments={"x-expires": "soon"})) is None
+    assert queue.can_cache_declaration is False  # x-expires: declared before every publish
 
 
 def test_the_asyncio_client_connects_where_kombu_would() -> None:
