@@ -264,8 +264,8 @@ def test_worker_events_and_retry_and_revoke_signals(
     stop = threading.Event()
     capture = threading.Thread(target=_capture_events, args=(tally, events, stop), daemon=True)
     capture.start()
-    time.sleep(1.0)  # the receiver's queue is bound
     try:
+        _until_receiving(tally, events)
         _events_and_signals(tally, ns, events)
     finally:
         stop.set()
@@ -295,6 +295,20 @@ def _events_and_signals(tally: Tally, ns: str, events: list[tuple[str, str]]) ->
     # The worker held it for its ETA and skips it when due, as Celery does.
     wait_until(lambda: revoked.id in tally.runs("signal:revoked"), WAIT, "task_revoked")
     assert revoked.id not in tally.runs(ns)
+
+
+def _until_receiving(tally: Tally, events: list[tuple[str, str]]) -> None:
+    """Send probe events until the receiver gets one: its queue is bound from then on."""
+    probe = uuid.uuid4().hex
+    app = tally.celery_app
+    with app.connection_for_write() as connection:
+        dispatcher = app.events.Dispatcher(connection, enabled=True)
+        deadline = time.monotonic() + WAIT
+        while ("task-probe", probe) not in events:
+            assert time.monotonic() < deadline, "the event receiver never got a probe"
+            dispatcher.send("task-probe", uuid=probe)
+            time.sleep(0.2)
+        dispatcher.close()
 
 
 def _capture_events(tally: Tally, into: list[tuple[str, str]], stop: threading.Event) -> None:
