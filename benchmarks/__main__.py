@@ -3,8 +3,8 @@
     python -m benchmarks [--quick]
 
 Needs RabbitMQ on 127.0.0.1:5672 and Redis on 127.0.0.1:6379 (or BROKER_URL /
-RESULT_BACKEND). The full run takes about 25 minutes (beat precision alone is
-10); ``--quick`` takes a few.
+RESULT_BACKEND). The full run takes about 45 minutes (beat precision alone is
+10, cron_scale 15); ``--quick`` takes a few.
 """
 
 from __future__ import annotations
