@@ -108,9 +108,8 @@ def delete_queue(celery_app: Celery, queue: str) -> None:
         conn.channel().queue_delete(queue)
 
 
-def tree_pids(pid: int) -> list[int]:
-    """``pid`` and its descendants (from /proc)."""
-    children: dict[int, list[int]] = {}
+def process_stats() -> Iterator[tuple[int, list[str]]]:
+    """Every process's pid and its /proc stat fields after the command (state first)."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -118,7 +117,14 @@ def tree_pids(pid: int) -> list[int]:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        children.setdefault(int(fields[1]), []).append(int(entry.name))
+        yield int(entry.name), fields
+
+
+def tree_pids(pid: int) -> list[int]:
+    """``pid`` and its descendants (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for member, fields in process_stats():
+        children.setdefault(int(fields[1]), []).append(member)
     found, todo = [], [pid]
     while todo:
         current = todo.pop()

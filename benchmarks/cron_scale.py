@@ -45,17 +45,12 @@ from jobify import Cron
 from kombu import Connection
 
 from benchmarks import apps
-from benchmarks._worker import delete_queue, tree_cpu_seconds, tree_pss_kib
+from benchmarks._worker import delete_queue, percentile, tree_cpu_seconds, tree_pss_kib
 from jobify_celery._cron_feed import feed_for
 from jobify_celery._jobify import cron_record, route_by_name
 
 ROOT = Path(__file__).resolve().parents[1]
 YEARLY = Cron("0 0 0 1 1 * *")
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def _records(count: int, prefix: str, cron: Cron, name: str, next_run: datetime) -> list[Any]:

@@ -26,6 +26,8 @@ import aio_pika
 import redis
 import redis.asyncio as aioredis
 
+from benchmarks._worker import process_stats
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Sequence
 
@@ -60,17 +62,7 @@ def run_suffix() -> str:
 
 def _group_stats(pgid: int) -> list[list[str]]:
     """The /proc/<pid>/stat fields (after the command) of each process in a group."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:
-            found.append(fields)
-    return found
+    return [fields for _, fields in process_stats() if int(fields[2]) == pgid]
 
 
 def group_cpu_seconds(pgid: int) -> float:
