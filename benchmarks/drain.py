@@ -35,6 +35,7 @@ import contextlib
 import os
 import statistics
 import time
+from typing import TYPE_CHECKING, NamedTuple
 
 os.environ.setdefault("BENCH_QUEUE", f"jobify-celery-bench-{os.getpid()}")
 
@@ -48,44 +49,42 @@ from benchmarks._worker import (
     tree_cpu_seconds,
 )
 
+if TYPE_CHECKING:
+    from celery import Celery
+
 BARE = ("plain", "plain-late", "plain-async", "jobify")
 REALISTIC = ("real-plain", "real-plain-late", "real-jobify")
-LABELS = {
-    "plain": "celery (acks early)",
-    "plain-late": "celery (acks late)",
-    "plain-async": "celery async (late)",
-    "jobify": "jobify-celery",
-    "real-plain": "celery (acks early)",
-    "real-plain-late": "celery (acks late)",
-    "real-jobify": "jobify-celery",
-}
-QUEUES = {
-    "plain": plain.QUEUE + ".early",
-    "plain-late": plain.QUEUE + ".late",
-    "plain-async": plain.QUEUE + ".async",
-    "jobify": apps.QUEUE,
-    "real-plain": realistic_plain.PLAIN_QUEUE + ".early",
-    "real-plain-late": realistic_plain.PLAIN_QUEUE + ".late",
-    "real-jobify": realistic.QUEUE,
-}
-#: Each system's Celery app, as ``celery -A`` finds it, and the object itself.
-APPS = {
-    "plain": "benchmarks.plain:celery_app",
-    "plain-late": "benchmarks.plain:celery_app",
-    "plain-async": "benchmarks.plain:celery_app",
-    "jobify": "benchmarks.apps:celery_app",
-    "real-plain": "benchmarks.realistic_plain:plain_app",
-    "real-plain-late": "benchmarks.realistic_plain:plain_app",
-    "real-jobify": "benchmarks.realistic:celery_app",
-}
-CELERY_APPS = {
-    "plain": plain.celery_app,
-    "plain-late": plain.celery_app,
-    "plain-async": plain.celery_app,
-    "jobify": apps.celery_app,
-    "real-plain": realistic_plain.plain_app,
-    "real-plain-late": realistic_plain.plain_app,
-    "real-jobify": realistic.celery_app,
+
+
+class System(NamedTuple):
+    """One drained system: how it is labelled, its queue and its Celery app."""
+
+    label: str
+    queue: str
+    #: The Celery app as ``celery -A`` finds it, and the object itself.
+    app_path: str
+    celery_app: Celery
+
+
+_PLAIN = ("benchmarks.plain:celery_app", plain.celery_app)
+_REAL_PLAIN = ("benchmarks.realistic_plain:plain_app", realistic_plain.plain_app)
+SYSTEMS = {
+    "plain": System("celery (acks early)", plain.QUEUE + ".early", *_PLAIN),
+    "plain-late": System("celery (acks late)", plain.QUEUE + ".late", *_PLAIN),
+    "plain-async": System("celery async (late)", plain.QUEUE + ".async", *_PLAIN),
+    "jobify": System("jobify-celery", apps.QUEUE, "benchmarks.apps:celery_app", apps.celery_app),
+    "real-plain": System(
+        "celery (acks early)", realistic_plain.PLAIN_QUEUE + ".early", *_REAL_PLAIN
+    ),
+    "real-plain-late": System(
+        "celery (acks late)", realistic_plain.PLAIN_QUEUE + ".late", *_REAL_PLAIN
+    ),
+    "real-jobify": System(
+        "jobify-celery",
+        realistic.QUEUE,
+        "benchmarks.realistic:celery_app",
+        realistic.celery_app,
+    ),
 }
 #: Plain Celery systems acknowledging late, as jobify-celery does by default.
 ACKS_LATE = ("plain-late", "plain-async", "real-plain-late")
@@ -106,21 +105,21 @@ def _queue_all(systems: tuple[str, ...], n: int) -> None:
     for system in ("plain", "plain-late"):
         if system in systems:
             for _ in range(n):
-                plain.plain_noop.apply_async(queue=QUEUES[system])
+                plain.plain_noop.apply_async(queue=SYSTEMS[system].queue)
     if "plain-async" in systems:
         for _ in range(n):
-            plain.plain_async_noop.apply_async(queue=QUEUES["plain-async"])
+            plain.plain_async_noop.apply_async(queue=SYSTEMS["plain-async"].queue)
     for system in ("real-plain", "real-plain-late"):
         if system in systems:
             for _ in range(n):
-                realistic_plain.plain_publish(queue=QUEUES[system])
+                realistic_plain.plain_publish(queue=SYSTEMS[system].queue)
     asyncio.run(_push_all(systems, n))
 
 
 def _segment(system: str, node: str, depth: QueueDepth, size: int) -> tuple[int, float]:
     """Let one worker consume ``size`` tasks; return (consumed, seconds)."""
-    app = CELERY_APPS[system]
-    queue = QUEUES[system]
+    app = SYSTEMS[system].celery_app
+    queue = SYSTEMS[system].queue
     before = depth(queue)
     target = max(before - size, 0)
     started = time.perf_counter()
@@ -155,9 +154,9 @@ def run(
             env = {"BENCH_PLAIN_ACKS_LATE": "1"} if system in ACKS_LATE else {}
             process, nodes[system] = stack.enter_context(
                 running_worker(
-                    CELERY_APPS[system],
-                    QUEUES[system],
-                    app_path=APPS[system],
+                    SYSTEMS[system].celery_app,
+                    SYSTEMS[system].queue,
+                    app_path=SYSTEMS[system].app_path,
                     consume=False,
                     env=env,
                 )
@@ -168,7 +167,7 @@ def run(
         while any(done[s] < n for s in systems):
             rates = {}
             for system in order:
-                if depth(QUEUES[system]) == 0:
+                if depth(SYSTEMS[system].queue) == 0:
                     continue
                 before = tree_cpu_seconds(pids[system])
                 servers_before = sum(map(cpu_seconds, servers))
@@ -183,11 +182,11 @@ def run(
             if len(rates) == len(systems):
                 passes.append(rates)
             order = order[1:] + order[:1]  # who goes first rotates
-            if all(depth(QUEUES[s]) == 0 for s in systems):
+            if all(depth(SYSTEMS[s].queue) == 0 for s in systems):
                 break
     depth.close()
     for system in systems:
-        delete_queue(plain.celery_app, QUEUES[system])
+        delete_queue(plain.celery_app, SYSTEMS[system].queue)
     rates = {s: done[s] / spent[s] for s in systems}
     cpu_ms = {
         s: (1000 * cpu[s][0] / done[s], 1000 * cpu[s][1] / done[s], 1000 * cpu[s][2] / done[s])
@@ -206,11 +205,12 @@ def _report(
     print(title)
     for system in systems:
         per_pass = [round(p[system]) for p in passes]
-        print(f"  {LABELS[system]:20} {overall[system]:6.0f} tasks/s   passes {per_pass}")
+        print(f"  {SYSTEMS[system].label:20} {overall[system]:6.0f} tasks/s   passes {per_pass}")
     for system in systems:
         parent, pool, servers = cpu_ms[system]
+        label = SYSTEMS[system].label
         print(
-            f"  {LABELS[system]:20} CPU per task: parent {parent:.2f} ms, pool {pool:.2f} ms, "
+            f"  {label:20} CPU per task: parent {parent:.2f} ms, pool {pool:.2f} ms, "
             f"RabbitMQ + Redis {servers:.2f} ms, all {parent + pool + servers:.2f} ms"
         )
 
