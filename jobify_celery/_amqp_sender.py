@@ -270,7 +270,7 @@ class AmqpSender:
             raise PublishError(job_id, self._where, reason, maybe_sent=attempt.handed_off) from None
         except _REFUSALS as exc:
             reason = f"the broker refused it: {exc}"
-            raise PublishError(job_id, self._where, reason, maybe_sent=False) from exc
+            raise PublishError(job_id, self._where, reason, maybe_sent=False, refused=True) from exc
         except _LOST as exc:  # only once closing: otherwise a loss is retried
             reason = f"the producer shut down ({type(exc).__name__}: {exc})"
             raise PublishError(job_id, self._where, reason, maybe_sent=attempt.handed_off) from exc

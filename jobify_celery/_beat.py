@@ -58,6 +58,8 @@ from jobify_celery._cron_plan import (
     remember,
     resume,
 )
+from jobify_celery._cron_prepare import Preparer, take_prepared
+from jobify_celery._cron_publish import CronRun, RunPublisher, log_lost
 from jobify_celery._jobify import (
     DECLARED_CRON_SUFFIX,
     ScheduledJob,
@@ -69,7 +71,6 @@ from jobify_celery._jobify import (
 )
 from jobify_celery._outcome import read_meta
 from jobify_celery._results import read_metas
-from jobify_celery._send import send_followed
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -79,9 +80,11 @@ if TYPE_CHECKING:
 
     from jobify_celery._beat_lock import BeatLock
     from jobify_celery._beat_storage import ReadyStorage
+    from jobify_celery._capture import Outgoing
     from jobify_celery._codec import ValueCodec
     from jobify_celery._cron_feed import CronFeed
     from jobify_celery._jobify import CronParser
+    from jobify_celery._senders import Sender
 
 __all__ = ("STATE_SUFFIX", "BeatEngine")
 
@@ -120,6 +123,8 @@ class BeatEngine:
         run: Callable[[Awaitable[Any]], Any],
         lock: BeatLock,
         storage: ReadyStorage,
+        sender: Sender,
+        confirms: bool = False,
         reload_every: float = _RELOAD_EVERY,
         full_reload_every: float = _FULL_RELOAD_EVERY,
     ) -> None:
@@ -128,7 +133,9 @@ class BeatEngine:
         self._codec = codec
         self._run = run
         self._lock = lock
+        self._publisher = RunPublisher(celery_app, sender, confirms=confirms, run=run)
         self._book = CronBook()
+        self._preparer = Preparer(self._book, self._messages)
         self._holding = False
         self._storage = storage
         self._feed: CronFeed | None = feed_for(celery_app) if storage.has_store else None
@@ -152,16 +159,21 @@ class BeatEngine:
 
     def tick(self) -> float:
         """Fire what is due; return how long the beat may sleep."""
+        if self._publisher.retry_due:
+            # Even without the lock: these runs were fired by this beat.
+            self._publisher.publish(())
         if not self._lock.hold():
             if self._holding:
                 logger.warning("Lost the beat lock; another beat fires the crons now")
             self._holding = False
             self._book.clear()
+            self._preparer.clear()
             return _LOCK_RETRY
         if not self._holding:
             logger.info("This beat holds the lock: it fires the Jobify crons")
             self._holding = True
             self._book.clear()
+            self._preparer.clear()
             self._next_full = 0.0
         now = time.monotonic()
         if now >= self._next_full:
@@ -176,12 +188,14 @@ class BeatEngine:
                 self._read_outcomes()
             except Exception:  # a backend blip must not stop beat
                 logger.warning("Cannot read the outcomes of cron runs; trying again", exc_info=True)
+        self._preparer.work()
         return self._sleep_for()
 
     def close(self) -> None:
-        """Give the lock up."""
+        """Give the lock up; close the connection runs are published on."""
         self._lock.release()
         self._holding = False
+        self._publisher.close()
 
     # -- storage ------------------------------------------------------------
 
@@ -463,7 +477,7 @@ class BeatEngine:
         due = self._book.due(now, _MAX_CRONS_PER_TICK)
         if not due:
             return
-        fired: list[tuple[Entry, Tick, str]] = []
+        fired: list[CronRun | tuple[Entry, Tick, str]] = []
         for entry in due:
             state = entry.state
             ticks: list[Tick] = []
@@ -474,24 +488,16 @@ class BeatEngine:
             ):
                 ticks.append(fire(state, entry.parser))
             for tick in ticks:
-                task_id = uuid.uuid4().hex
+                prepared = take_prepared(entry, tick)
+                task_id = uuid.uuid4().hex if prepared is None else prepared.task_id
                 remember(state, tick.run, task_id)
-                fired.append((entry, tick, task_id))
+                fired.append((entry, tick, task_id) if prepared is None else prepared)
             self._book.reschedule(entry)
             self._book.mark_pending(entry)
         # Written before publishing, in one call: a standby taking over never re-fires.
         self._save(due)
-        fired.sort(key=lambda item: item[1].planned)
-        for entry, tick, task_id in fired:
-            try:
-                self._publish(entry, tick, task_id)
-            except Exception:  # as Celery's beat does: log, go on
-                logger.exception(
-                    "Cron %r: run %d (planned %s) could not be published and is lost",
-                    entry.job_id,
-                    tick.run,
-                    tick.planned.isoformat(),
-                )
+        runs = [item if isinstance(item, CronRun) else self._build_run(*item) for item in fired]
+        self._publisher.publish(sorted((run for run in runs if run is not None), key=_planned))
         finished = [entry.job_id for entry in due if entry.state.finished(entry.cron)]
         if finished:
             logger.info("%d cron(s) reached their max_runs: %s", len(finished), _few(finished))
@@ -505,7 +511,16 @@ class BeatEngine:
                 ended.append(job_id)
         self._delete(ended)
 
-    def _publish(self, entry: Entry, tick: Tick, task_id: str) -> None:
+    def _build_run(self, entry: Entry, tick: Tick, task_id: str) -> CronRun | None:
+        """Build the messages of a run not prepared ahead (None if that fails, logged)."""
+        try:
+            messages = self._messages(entry, tick, task_id)
+        except Exception:  # noqa: BLE001 - as Celery's beat does: log, go on
+            log_lost(entry.job_id, tick.run, tick.planned)
+            return None
+        return CronRun(entry.job_id, tick.run, tick.planned, task_id, messages)
+
+    def _messages(self, entry: Entry, tick: Tick, task_id: str) -> list[Outgoing]:
         header = encode_header(
             exec_at=tick.planned,
             request_state={},
@@ -516,9 +531,9 @@ class BeatEngine:
             entry.call = self._encode(entry)
         args, kwargs = entry.call
         task = self._celery_app.tasks[entry.route]
-        # Beat reads the runs' outcomes itself (_read_outcomes), so it needs
-        # no AsyncResult, nor the result subscription Celery makes for one.
-        send_followed(task, args, kwargs, task_id=task_id, headers={HEADER_KEY: header})
+        # Beat reads the runs' outcomes itself (_read_outcomes): the capture
+        # leaves out the result subscription Celery makes for an AsyncResult.
+        return self._publisher.messages(task, args, kwargs, task_id, {HEADER_KEY: header})
 
     def _read_outcomes(self) -> None:
         """Count finished runs in order, for ``max_failures``."""
@@ -552,12 +567,18 @@ class BeatEngine:
             self._save(changed)
 
     def _sleep_for(self) -> float:
+        if self._preparer.busy:
+            return 0.0
         until_follow = min(self._next_follow, self._next_outcomes) - time.monotonic()
         waits = [_LOCK_RETRY, max(0.0, until_follow)]
         soonest = self._book.next_due()
         if soonest is not None:
             waits.append(soonest - time.time())
         return max(0.0, min(waits))
+
+
+def _planned(run: CronRun) -> datetime:
+    return run.planned
 
 
 def _few(job_ids: Sequence[str], shown: int = 5) -> str:

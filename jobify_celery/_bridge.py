@@ -642,6 +642,10 @@ class BeatParts(typing.NamedTuple):
     codec: ValueCodec
     run: Callable[[Awaitable[Any]], Any]
     stop: Callable[[], None]
+    #: Sends the runs' messages from ``run``'s loop, as a producer's pushes go.
+    sender: Sender
+    #: Whether ``sender`` waits for publisher confirms (``publish_confirms``).
+    confirms: bool
 
 
 def beat_parts(celery_app: Celery) -> BeatParts:
@@ -659,7 +663,20 @@ def beat_parts(celery_app: Celery) -> BeatParts:
     def run(awaitable: Awaitable[Any]) -> Any:  # noqa: ANN401
         return runtime.run(_awaited(awaitable))
 
-    return BeatParts(app=bridge.app, codec=bridge._codec, run=run, stop=runtime.stop)  # noqa: SLF001
+    sender = sender_for(
+        celery_app,
+        inline=False,
+        timeout=bridge._publish_timeout,  # noqa: SLF001
+        confirms=bridge._publish_confirms,  # noqa: SLF001
+    )
+    return BeatParts(
+        app=bridge.app,
+        codec=bridge._codec,  # noqa: SLF001
+        run=run,
+        stop=runtime.stop,
+        sender=sender,
+        confirms=bridge._publish_confirms,  # noqa: SLF001
+    )
 
 
 async def _awaited(awaitable: Awaitable[Any]) -> Any:  # noqa: ANN401

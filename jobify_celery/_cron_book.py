@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from jobify import Cron
 
     from jobify_celery._cron_plan import CronState
+    from jobify_celery._cron_publish import CronRun
     from jobify_celery._jobify import CronParser
 
 __all__ = ("CronBook", "Entry")
@@ -41,6 +42,8 @@ class Entry:
     state: CronState
     #: The Celery ``args``/``kwargs`` of its runs, encoded at the first run.
     call: tuple[list[Any], dict[str, Any]] | None = None
+    #: Its next run, its messages built ahead of time (``_cron_prepare``).
+    prepared: CronRun | None = field(default=None, compare=False)
     version: int = field(default=0, compare=False)
 
 
@@ -119,6 +122,27 @@ class CronBook:
             heapq.heappop(heap)
             taken.append(entry)
         return taken
+
+    def upcoming(self, until: float) -> list[Entry]:
+        """Return the entries due by ``until`` (POSIX time), soonest first; nothing leaves.
+
+        Those items form the top of the heap, so they are found without
+        looking at the others.
+        """
+        heap = self._heap
+        found: list[tuple[float, int, Entry]] = []
+        stack = [0] if heap else []
+        while stack:
+            index = stack.pop()
+            when, version, job_id = heap[index]
+            if when > until:
+                continue
+            entry = self._entries.get(job_id)
+            if entry is not None and entry.version == version:
+                found.append((when, version, entry))
+            stack.extend(child for child in (2 * index + 1, 2 * index + 2) if child < len(heap))
+        found.sort(key=lambda item: item[:2])
+        return [entry for _, _, entry in found]
 
     def next_due(self) -> float | None:
         """Return the POSIX time of the soonest run, ``None`` when nothing is due ever."""

@@ -89,6 +89,11 @@ def resume(state: CronState, cron: Cron, parser: CronParser, now: datetime) -> C
     return state
 
 
+def next_tick(state: CronState) -> Tick:
+    """Return the run ``fire`` will take next, leaving ``state`` as it is."""
+    return Tick(run=state.run_count + 1, planned=state.next_run_at)
+
+
 def fire(state: CronState, parser: CronParser) -> Tick:
     """Take the due run off the schedule and plan the one after it."""
     planned = state.next_run_at

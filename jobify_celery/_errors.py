@@ -45,17 +45,23 @@ class PublishError(RuntimeError):
     confirm it within ``JobifyCelery(..., publish_timeout=...)`` seconds.
     ``maybe_sent`` is false when the message certainly never left this
     process; when true, the broker may have it after all (it was written but
-    not confirmed), and the job may run. Nothing is tracked for the job in
-    this producer either way: ``job_id`` names it for a retry or a look-up.
+    not confirmed), and the job may run. ``refused`` is true when the broker
+    answered and turned the message down (an unknown exchange, no route
+    with confirms): sending it again would fail the same way. Nothing is
+    tracked for the job in this producer either way: ``job_id`` names it for
+    a retry or a look-up.
     """
 
-    def __init__(self, job_id: str, broker: str, reason: str, *, maybe_sent: bool) -> None:
+    def __init__(
+        self, job_id: str, broker: str, reason: str, *, maybe_sent: bool, refused: bool = False
+    ) -> None:
         outcome = "it may or may not have reached the broker" if maybe_sent else "nothing was sent"
         super().__init__(f"job {job_id!r} was not published to {broker}: {reason} ({outcome})")
         self.job_id = job_id
         self.broker = broker
         self.reason = reason
         self.maybe_sent = maybe_sent
+        self.refused = refused
 
 
 class ResultUnavailableError(RuntimeError):

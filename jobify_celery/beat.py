@@ -50,6 +50,8 @@ class JobifyScheduler(PersistentScheduler):  # type: ignore[misc]
             lock=lock_for(self.app),
             # Before the app starts: a storage that is away does not stop beat.
             storage=install_beat_storage(parts.app),
+            sender=parts.sender,
+            confirms=parts.confirms,
         )
 
     def tick(self, *args: Any, **kwargs: Any) -> float:  # noqa: ANN401
