@@ -83,3 +83,18 @@ def test_pending_entries_are_listed_until_their_runs_are_counted() -> None:
     assert book.pending() == [waiting]
     waiting.state.pending.clear()
     assert book.pending() == []
+
+
+def test_upcoming_finds_the_entries_due_by_a_time_soonest_first_and_takes_none() -> None:
+    book = CronBook()
+    for index in range(200):
+        book.put(entry(f"far{index}", 3600 + index))
+    for job_id, seconds in [("c", 3), ("a", 1), ("b", 2)]:
+        book.put(entry(job_id, seconds))
+    book.put(entry("a", 4))  # replaced: its item at 1 s is stale
+    book.put(entry("gone", 2))
+    book.remove("gone")
+    until = (T0 + timedelta(seconds=10)).timestamp()
+    assert [e.job_id for e in book.upcoming(until)] == ["b", "c", "a"]
+    assert [e.job_id for e in book.upcoming(until)] == ["b", "c", "a"]  # nothing left
+    assert CronBook().upcoming(until) == []
