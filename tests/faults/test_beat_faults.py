@@ -1,4 +1,4 @@
-"""Two beats, the lock holder killed and the lock's Redis restarted: no tick fires twice."""
+"""Beat under faults: no tick twice across a takeover, none lost while the broker is away."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.apps.tally import worker_env
+from tests.faults.conftest import proxied_broker_url
 from tests.helpers import wait_until
 from tests.integration.workers import BeatProcess
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from tests.apps.tally import Tally
+    from tests.faults.proxy import TcpProxy
     from tests.faults.redis_server import PrivateRedis
     from tests.integration.workers import WorkerProcess
 
@@ -90,3 +92,48 @@ def test_no_tick_fires_twice_across_a_takeover_and_a_redis_restart(
     assert not twice, (twice, second.log()[-2000:], third.log()[-2000:])
     assert second.process.poll() is None, second.log()[-3000:]
     assert third.process.poll() is None, third.log()[-3000:]
+
+
+def test_ticks_fired_while_the_broker_is_away_are_published_once_it_is_back(
+    tmp_path: Path,
+    broker_proxy: TcpProxy,
+    make_tally: Callable[..., Tally],
+    start_tally_worker: Callable[..., WorkerProcess],
+    beats: list[BeatProcess],
+) -> None:
+    db = str(tmp_path / f"crons-{uuid.uuid4().hex[:6]}.db")
+    tally = make_tally(storage=db)
+    start_tally_worker(tally, pool="threads", concurrency=4, storage=db)
+    # Beat alone reaches the broker through the proxy, and gives a publish 1 s.
+    env = worker_env(
+        tally, storage=db, broker_url=proxied_broker_url(broker_proxy), publish_timeout=1.0
+    )
+    beat = BeatProcess(
+        app_path="tests.apps.tally:celery_app",
+        schedule_path=tmp_path / "beat-schedule",
+        log_path=tmp_path / "beat.log",
+        extra_env=env,
+    )
+    beats.append(beat)
+
+    def runs() -> list[int]:
+        return sorted(int(run) for run in tally.runs("ticks"))
+
+    wait_until(lambda: len(runs()) >= 3, 30, "3 ticks")
+    # Away from a third of a second after a tick (its publish is done) for 8 s:
+    # several publishes time out, and their ticks wait.
+    wait_until(lambda: time.time() % 1 > 0.3, 2, "a third of a second")
+    broker_proxy.refuse()
+    away_from = runs()[-1]
+    time.sleep(8.0)
+    broker_proxy.accept()
+    wait_until(lambda: max(runs()) >= away_from + 12, 40, "ticks after the broker is back")
+
+    log = beat.log()
+    assert "cron run(s) wait to be published" in log, log[-3000:]
+    assert "that waited for the broker" in log, log[-3000:]
+    assert "is lost" not in log, log[-3000:]
+    counted = tally.runs("ticks")
+    assert all(times == 1 for times in counted.values()), counted
+    numbers = runs()
+    assert numbers == list(range(numbers[0], numbers[-1] + 1)), numbers
