@@ -6,11 +6,11 @@ import contextlib
 import itertools
 import sqlite3
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from jobify import JobStatus
+from jobify import Cron, JobStatus
 from jobify.exceptions import DuplicateJobError
 
 from tests.apps import clock
@@ -98,6 +98,48 @@ def test_run_time_crons_are_added_replaced_and_cancelled_while_beat_runs(
             if datetime.fromisoformat(r["exec_at"]).timestamp() > cancelled_at + 1.5
         ]
         assert late == [], "the cancelled cron kept firing"
+    finally:
+        loop_thread.run(clock.app.shutdown())
+
+
+def test_a_burst_due_on_one_second_runs_each_cron_once_with_changes_made_just_before(
+    clock_env: Clock, loop_thread: LoopThread
+) -> None:
+    # Enough crons on one second for beat to build their runs ahead (2 s before).
+    clock_env.db = clock.app.configs.storage.database.as_posix()  # type: ignore[attr-defined]
+    clock_env.worker()
+    clock_env.beat()
+    time.sleep(2.0)  # beat is up and reading the storage
+    due = datetime.fromtimestamp(int(time.time()) + 7, UTC)
+    once = Cron(EVERY_SECOND, start_date=due, max_runs=1)
+    ids = [f"burst-{clock_env.run}-{index}" for index in range(300)]
+
+    async def add() -> list[Any]:
+        await clock.app.startup()
+        return [await clock.labelled.schedule("burst").cron(once, job_id=i) for i in ids]
+
+    jobs = loop_thread.run(add())
+    try:
+        # After beat built the runs, before they fall due: a replace and a cancel.
+        time.sleep(max(0.0, due.timestamp() - 1.2 - time.time()))
+        loop_thread.run(
+            clock.labelled.schedule("changed").cron(once, job_id=ids[0], replace=True, force=True)
+        )
+        loop_thread.run(jobs[1].cancel())
+        runs = clock_env.wait_runs("labelled", len(ids) - 1, timeout=30)
+        time.sleep(2.0)  # nothing more comes
+        runs = [r for r in clock_env.runs("labelled") if r["job_id"] in ids]
+        by_id = {r["job_id"]: r for r in runs}
+        assert len(runs) == len(by_id) == len(ids) - 1, "a cron ran twice, or one is missing"
+        assert ids[1] not in by_id, "the cancelled cron ran"
+        assert by_id[ids[0]]["label"] == "changed", "the run built before the replace was used"
+        assert {r["label"] for r in runs if r["job_id"] != ids[0]} == {"burst"}
+        # (The replaced one's first run is the one Jobify planned for the new definition.)
+        assert {datetime.fromisoformat(r["exec_at"]) for r in runs if r["job_id"] != ids[0]} == {
+            due
+        }
+        assert {r["run"] for r in runs} == {1}
+        assert len({r["task_id"] for r in runs}) == len(runs)
     finally:
         loop_thread.run(clock.app.shutdown())
 
