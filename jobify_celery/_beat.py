@@ -31,6 +31,11 @@ states of a tick's crons are written, in one call, before their runs are
 published: a beat that dies in between loses those runs rather than letting
 a standby fire them twice. While the storage is unreachable beat keeps firing
 the crons it knows and writes their states once it is back.
+
+A tick's runs go out through ``_cron_publish`` (Celery builds each message,
+the bridge's sender sends them in planned order, runs the broker cannot take
+yet wait); when many fall due together, ``_cron_prepare`` builds them in the
+seconds before.
 """
 
 from __future__ import annotations
