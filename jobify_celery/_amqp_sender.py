@@ -141,40 +141,49 @@ def declare_calls(entity: Any) -> list[tuple[str, dict[str, Any]]]:  # noqa: ANN
     return recorder.calls
 
 
-async def _replay_declare(channel: aiormq.Channel, call: str, kwargs: dict[str, Any]) -> None:
+async def _replay_declare(
+    channel: aiormq.Channel,
+    call: str,
+    kwargs: dict[str, Any],
+    *,
+    nowait: bool = False,
+) -> None:
+    """Make one of kombu's declarations on an aiormq channel (``nowait``: expect no answer)."""
+    positional, options = _aiormq_arguments(call, kwargs)
+    await getattr(channel, call)(*positional, **options, nowait=nowait)
+
+
+def _aiormq_arguments(call: str, kwargs: dict[str, Any]) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """Translate a kombu channel call's keywords into aiormq's arguments for that method."""
     arguments = kwargs.get("arguments") or None
     if call == "exchange_declare":
-        await channel.exchange_declare(
-            kwargs["exchange"],
-            exchange_type=kwargs.get("type", "direct"),
-            passive=bool(kwargs.get("passive")),
-            durable=bool(kwargs.get("durable")),
-            auto_delete=bool(kwargs.get("auto_delete")),
-            arguments=arguments,
-        )
-    elif call == "queue_declare":
-        await channel.queue_declare(
-            kwargs["queue"],
-            passive=bool(kwargs.get("passive")),
-            durable=bool(kwargs.get("durable")),
-            exclusive=bool(kwargs.get("exclusive")),
-            auto_delete=bool(kwargs.get("auto_delete")),
-            arguments=arguments,
-        )
-    elif call == "queue_bind":
-        await channel.queue_bind(
-            kwargs["queue"],
-            kwargs["exchange"],
-            routing_key=kwargs.get("routing_key") or "",
-            arguments=arguments,
-        )
-    elif call == "exchange_bind":
-        await channel.exchange_bind(
-            kwargs["destination"],
-            kwargs["source"],
-            routing_key=kwargs.get("routing_key") or "",
-            arguments=arguments,
-        )
+        return (kwargs["exchange"],), {
+            "exchange_type": kwargs.get("type", "direct"),
+            "passive": bool(kwargs.get("passive")),
+            "durable": bool(kwargs.get("durable")),
+            "auto_delete": bool(kwargs.get("auto_delete")),
+            "arguments": arguments,
+        }
+    if call == "queue_declare":
+        return (kwargs["queue"],), {
+            "passive": bool(kwargs.get("passive")),
+            "durable": bool(kwargs.get("durable")),
+            "exclusive": bool(kwargs.get("exclusive")),
+            "auto_delete": bool(kwargs.get("auto_delete")),
+            "arguments": arguments,
+        }
+    if call == "queue_bind":
+        return (kwargs["queue"], kwargs["exchange"]), {
+            "routing_key": kwargs.get("routing_key") or "",
+            "arguments": arguments,
+        }
+    if call == "exchange_bind":
+        return (kwargs["destination"], kwargs["source"]), {
+            "routing_key": kwargs.get("routing_key") or "",
+            "arguments": arguments,
+        }
+    msg = f"kombu asked for a declaration this sender does not know: {call}"
+    raise ValueError(msg)
 
 
 def amqp_url(connection: Connection) -> str:
@@ -199,7 +208,7 @@ class AmqpSender:
         self._channel: aiormq.Channel | None = None
         self._connecting: asyncio.Lock | None = None
         self._slots: asyncio.Semaphore | None = None
-        #: kombu entities declared on the current connection (kombu's cache rule).
+        #: kombu entities declared on the current connection.
         self._declared: set[int] = set()
         self._attempts: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -359,15 +368,27 @@ class AmqpSender:
             return channel
 
     async def _declare(self, channel: aiormq.Channel, entity: Any) -> None:  # noqa: ANN401
-        """Declare ``entity`` as kombu's ``maybe_declare`` would before a publish."""
+        """Declare ``entity`` as kombu's ``maybe_declare`` would before a publish.
+
+        kombu declares an entity once per connection when it can cache the
+        declaration, and before every publish when it cannot (a queue with
+        ``x-expires`` may have expired since). The first declaration on a
+        connection waits for each answer, so a mismatch is reported. Later
+        ones send every method but the last without waiting for an answer:
+        the broker handles a channel's methods in order, so the last one's
+        answer (or the channel's error) comes after the others took effect,
+        and a connection that died is still found before the publish. One
+        round trip instead of one per method.
+        """
         cacheable = bool(getattr(entity, "can_cache_declaration", False))
         ident = hash(entity)
-        if cacheable and ident in self._declared:
+        seen = ident in self._declared
+        if cacheable and seen:
             return
-        for call, kwargs in declare_calls(entity):
-            await _replay_declare(channel, call, kwargs)
-        if cacheable:
-            self._declared.add(ident)
+        calls = declare_calls(entity)
+        for index, (call, kwargs) in enumerate(calls):
+            await _replay_declare(channel, call, kwargs, nowait=seen and index < len(calls) - 1)
+        self._declared.add(ident)
 
     def _forget_channel(self, channel: aiormq.Channel | None) -> None:
         if channel is not None and self._channel is channel:

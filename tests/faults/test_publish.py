@@ -242,3 +242,47 @@ def test_a_message_no_queue_takes_is_refused(
     assert "NO_ROUTE" in error.reason
     assert error.maybe_sent is False
     assert tally.app.find_job("ghost") is None
+
+
+def _delete_queue(queue: str) -> None:
+    with Connection(BROKER_URL) as conn:
+        conn.default_channel.queue_delete(queue)
+
+
+def test_a_queue_that_expired_between_pushes_is_declared_again_before_the_next(
+    make_tally: Callable[..., Tally], loop_thread: LoopThread
+) -> None:
+    tally = make_tally()  # its queue has x-expires: declared again before every push
+
+    async def scenario() -> list[str]:
+        async with tally.app:
+            first = await tally.work.push("first")
+            _delete_queue(tally.queue)  # as the broker does once the queue expired
+            second = await tally.work.push("second")
+            third = await tally.work.push("third")
+            return [first.id, second.id, third.id]
+
+    ids = loop_thread.run(scenario())
+    assert _queued_ids(tally.queue) == ids[1:]
+
+
+def test_a_queue_declared_again_elsewhere_with_other_arguments_fails_the_next_push(
+    make_tally: Callable[..., Tally], loop_thread: LoopThread
+) -> None:
+    tally = make_tally()
+
+    async def scenario() -> PublishError:
+        async with tally.app:
+            await tally.work.push("first")
+            _delete_queue(tally.queue)
+            with Connection(BROKER_URL) as conn:  # without x-expires now
+                conn.default_channel.queue_declare(tally.queue, durable=True, auto_delete=False)
+            with pytest.raises(PublishError) as caught:
+                await tally.work.push("second")
+            return caught.value
+
+    error = loop_thread.run(scenario())
+    assert "PRECONDITION_FAILED" in str(error)
+    assert "x-expires" in str(error)
+    assert not error.maybe_sent
+    assert error.refused
