@@ -86,7 +86,7 @@ confirmed_plain = bench_celery_app(
 )
 
 
-@confirmed_plain.task(name="bench.plain_noop")
+@confirmed_plain.task(name="bench.plain_noop", shared=False)
 def confirmed_plain_noop() -> None:
     return None
 
