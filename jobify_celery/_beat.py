@@ -32,7 +32,9 @@ published: a beat that dies in between loses those runs rather than letting
 a standby fire them twice. While the storage is unreachable beat keeps firing
 the crons it knows and writes their states once it is back.
 
-A tick's runs go out through ``_cron_publish`` (Celery builds each message,
+Reading every record runs on the loop, taken in a slice per tick
+(``_cron_reload``), so crons keep firing on time meanwhile. A tick's runs go
+out through ``_cron_publish`` (Celery builds each message,
 the bridge's sender sends them in planned order, runs the broker cannot take
 yet wait); when many fall due together, ``_cron_prepare`` builds them in the
 seconds before.
@@ -65,6 +67,7 @@ from jobify_celery._cron_plan import (
 )
 from jobify_celery._cron_prepare import Preparer, take_prepared
 from jobify_celery._cron_publish import CronRun, RunPublisher, log_lost
+from jobify_celery._cron_reload import FullRead
 from jobify_celery._jobify import (
     DECLARED_CRON_SUFFIX,
     ScheduledJob,
@@ -79,6 +82,7 @@ from jobify_celery._results import read_metas
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Sequence
+    from concurrent.futures import Future
 
     from celery import Celery
     from jobify import Jobify
@@ -103,6 +107,8 @@ STATE_SUFFIX: Final = "::jobify-celery-beat"
 _RELOAD_EVERY: Final = 0.5
 #: With a feed: reread everything this often anyway (missed announcements).
 _FULL_RELOAD_EVERY: Final = 300.0
+#: How often beat looks whether the read of every record is done.
+_READ_POLL: Final = 0.05
 #: How often beat looks at the feed and at the outcomes of runs.
 _FOLLOW_EVERY: Final = 0.5
 #: After a failed storage call, the next one waits this long (beat fires meanwhile).
@@ -126,6 +132,7 @@ class BeatEngine:
         celery_app: Celery,
         codec: ValueCodec,
         run: Callable[[Awaitable[Any]], Any],
+        submit: Callable[[Awaitable[Any]], Future[Any]],
         lock: BeatLock,
         storage: ReadyStorage,
         sender: Sender,
@@ -141,6 +148,8 @@ class BeatEngine:
         self._publisher = RunPublisher(celery_app, sender, confirms=confirms, run=run)
         self._book = CronBook()
         self._preparer = Preparer(self._book, self._messages)
+        self._reload = FullRead(submit)
+        self._read_count = 0
         self._holding = False
         self._storage = storage
         self._feed: CronFeed | None = feed_for(celery_app) if storage.has_store else None
@@ -173,18 +182,21 @@ class BeatEngine:
             self._holding = False
             self._book.clear()
             self._preparer.clear()
+            self._reload.forget()
             return _LOCK_RETRY
         if not self._holding:
             logger.info("This beat holds the lock: it fires the Jobify crons")
             self._holding = True
             self._book.clear()
             self._preparer.clear()
+            self._reload.forget()
             self._next_full = 0.0
         now = time.monotonic()
         if now >= self._next_full:
             self._full_reload(declared=not self._book)
-        elif now >= self._next_follow:
+        if now >= self._next_follow:
             self._follow_feed()
+        self._continue_full_reload()
         self._fire_due()
         if time.monotonic() >= self._next_outcomes:
             self._next_outcomes = time.monotonic() + _FOLLOW_EVERY
@@ -208,36 +220,59 @@ class BeatEngine:
         return datetime.now(tz=self._app.configs.tz)
 
     def _full_reload(self, *, declared: bool) -> None:
-        """Read every record: at start, now and then, and when the feed was lost."""
+        """Start reading every record: at start, now and then, and when the feed was lost.
+
+        The read runs on the loop (``_cron_reload``); ``_continue_full_reload``
+        takes its records in over the next ticks while beat keeps firing.
+        """
+        if self._reload.reading or (
+            self._storage_down and time.monotonic() < self._next_storage_try
+        ):
+            return
         try:
             # The feed's position first: what changes during the read is read again.
             position = self._feed.position() if self._feed is not None else START
         except Exception as exc:  # noqa: BLE001 - Redis is back soon, or the lock goes
             logger.warning("Cannot read the cron feed (%s: %s)", type(exc).__name__, exc)
             position = START
-        started = time.monotonic()
-        read, found = self._storage_call(self._storage.get_schedules, "read the stored crons")
-        if not read or found is None:
-            self._next_full = time.monotonic() + _STORAGE_RETRY
-            return
-        records: Sequence[ScheduledJob] = found
         self._position = position
         self._next_full = time.monotonic() + self._full_every
-        self._next_follow = time.monotonic() + _FOLLOW_EVERY
-        if declared:
-            records = self._sync_declared(records)
-        definitions, states = _split(records)
-        for job_id in self._book.job_ids() - set(definitions):
-            self._book.remove(job_id)
-        for job_id, record in definitions.items():
-            self._apply(job_id, record, states.get(job_id))
-        orphans = [f"{job_id}{STATE_SUFFIX}" for job_id in states if job_id not in definitions]
-        if orphans:
-            self._delete([], extra=orphans)
-        logger.info(
-            "Read %d stored crons in %.2f s; firing %d", len(definitions),
-            time.monotonic() - started, len(self._book),
-        )  # fmt: skip
+        self._reload.start(self._storage.get_schedules, position, declared=declared)
+
+    def _continue_full_reload(self) -> None:
+        """Take in the records of the read under way, a slice per tick, once read."""
+        reload = self._reload
+        if not reload.active:
+            return
+        if reload.reading:
+            outcome = reload.outcome()
+            if outcome is None:
+                return
+            if isinstance(outcome, BaseException):
+                self._storage_failed("read the stored crons", outcome)
+                self._next_storage_try = time.monotonic() + _STORAGE_RETRY
+                self._next_full = time.monotonic() + _STORAGE_RETRY
+                return
+            self._storage_back()
+            self._next_full = time.monotonic() + self._full_every
+            records = self._sync_declared(outcome) if reload.declared else outcome
+            definitions, states = _split(records)
+            for job_id in self._book.job_ids() - set(definitions) - reload.touched:
+                self._book.remove(job_id)
+            orphans = [f"{job_id}{STATE_SUFFIX}" for job_id in states if job_id not in definitions]
+            if orphans:
+                self._delete([], extra=orphans)
+            reload.take_in(
+                (job_id, record, states.get(job_id)) for job_id, record in definitions.items()
+            )
+            self._read_count = len(definitions)
+        for job_id, record, state in reload.slice():
+            self._apply(job_id, record, state)
+        if not reload.active:
+            logger.info(
+                "Read %d stored crons in %.2f s; firing %d", self._read_count,
+                time.monotonic() - reload.started, len(self._book),
+            )  # fmt: skip
 
     def _follow_feed(self) -> None:
         """Read the crons announced since the last look, and those only."""
@@ -269,6 +304,7 @@ class BeatEngine:
         self._position = reading.position
         definitions, states = _split(records)
         for job_id in changed:
+            self._reload.touch(job_id)
             record = definitions.get(job_id)
             if record is None:
                 self._book.remove(job_id)
@@ -572,10 +608,13 @@ class BeatEngine:
             self._save(changed)
 
     def _sleep_for(self) -> float:
-        if self._preparer.busy:
+        reload = self._reload
+        if self._preparer.busy or (reload.active and not reload.reading):
             return 0.0
         until_follow = min(self._next_follow, self._next_outcomes) - time.monotonic()
         waits = [_LOCK_RETRY, max(0.0, until_follow)]
+        if reload.reading:
+            waits.append(_READ_POLL)
         soonest = self._book.next_due()
         if soonest is not None:
             waits.append(soonest - time.time())

@@ -57,6 +57,7 @@ from jobify_celery._worker import Executor, injected_names
 from jobify_celery._wrap import WrappedTask, is_celery_task, route_function, unwrap
 
 if TYPE_CHECKING:
+    import concurrent.futures
     from collections.abc import Awaitable, Callable, Mapping
 
     from celery.backends.base import Backend
@@ -641,6 +642,8 @@ class BeatParts(typing.NamedTuple):
     app: Jobify
     codec: ValueCodec
     run: Callable[[Awaitable[Any]], Any]
+    #: Starts an awaitable on the process's loop without waiting for it.
+    submit: Callable[[Awaitable[Any]], concurrent.futures.Future[Any]]
     stop: Callable[[], None]
     #: Sends the runs' messages from ``run``'s loop, as a producer's pushes go.
     sender: Sender
@@ -663,6 +666,9 @@ def beat_parts(celery_app: Celery) -> BeatParts:
     def run(awaitable: Awaitable[Any]) -> Any:  # noqa: ANN401
         return runtime.run(_awaited(awaitable))
 
+    def submit(awaitable: Awaitable[Any]) -> concurrent.futures.Future[Any]:
+        return asyncio.run_coroutine_threadsafe(_awaited(awaitable), runtime.ensure_started())
+
     sender = sender_for(
         celery_app,
         inline=False,
@@ -673,6 +679,7 @@ def beat_parts(celery_app: Celery) -> BeatParts:
         app=bridge.app,
         codec=bridge._codec,  # noqa: SLF001
         run=run,
+        submit=submit,
         stop=runtime.stop,
         sender=sender,
         confirms=bridge._publish_confirms,  # noqa: SLF001

@@ -47,6 +47,7 @@ class JobifyScheduler(PersistentScheduler):  # type: ignore[misc]
             celery_app=self.app,
             codec=parts.codec,
             run=parts.run,
+            submit=parts.submit,
             lock=lock_for(self.app),
             # Before the app starts: a storage that is away does not stop beat.
             storage=install_beat_storage(parts.app),
