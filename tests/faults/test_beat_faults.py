@@ -30,9 +30,22 @@ HOLDS = "This beat holds the lock"
 
 
 @pytest.fixture
-def beats() -> Iterator[list[BeatProcess]]:
+def start_beat(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], BeatProcess]]:
+    """Start `celery beat` processes of the tally app (``env``: its build); all stop at the end."""
     started: list[BeatProcess] = []
-    yield started
+
+    def start(env: dict[str, str]) -> BeatProcess:
+        index = len(started)
+        process = BeatProcess(
+            app_path="tests.apps.tally:celery_app",
+            schedule_path=tmp_path / f"beat{index}-schedule",
+            log_path=tmp_path / f"beat{index}.log",
+            extra_env=env,
+        )
+        started.append(process)
+        return process
+
+    yield start
     for process in started:
         process.stop()
 
@@ -42,23 +55,12 @@ def test_no_tick_fires_twice_across_a_takeover_and_a_redis_restart(
     private_redis: PrivateRedis,
     make_tally: Callable[..., Tally],
     start_tally_worker: Callable[..., WorkerProcess],
-    beats: list[BeatProcess],
+    start_beat: Callable[[dict[str, str]], BeatProcess],
 ) -> None:
     db = str(tmp_path / f"crons-{uuid.uuid4().hex[:6]}.db")
     tally = make_tally(result_backend=private_redis.url, storage=db)
     start_tally_worker(tally, pool="threads", concurrency=4, storage=db)
     env = worker_env(tally, storage=db)
-
-    def start_beat() -> BeatProcess:
-        index = len(beats)
-        process = BeatProcess(
-            app_path="tests.apps.tally:celery_app",
-            schedule_path=tmp_path / f"beat{index}-schedule",
-            log_path=tmp_path / f"beat{index}.log",
-            extra_env=env,
-        )
-        beats.append(process)
-        return process
 
     def ticks() -> dict[str, int]:
         return tally.runs("ticks")
@@ -66,9 +68,9 @@ def test_no_tick_fires_twice_across_a_takeover_and_a_redis_restart(
     def latest() -> int:
         return max((int(run) for run in ticks()), default=0)
 
-    first = start_beat()
+    first = start_beat(env)
     wait_until(lambda: HOLDS in first.log(), 20, "the first beat holds the lock")
-    second = start_beat()
+    second = start_beat(env)
     wait_until(lambda: latest() >= 4, 30, "4 ticks")
 
     # The holder dies (no clean release): the standby takes over after the lease.
@@ -80,7 +82,7 @@ def test_no_tick_fires_twice_across_a_takeover_and_a_redis_restart(
 
     # The lock's Redis goes away for 2 s; a new standby joins meanwhile.
     private_redis.kill()
-    third = start_beat()
+    third = start_beat(env)
     time.sleep(2.0)
     private_redis.start()
     before_restart = latest()
@@ -99,7 +101,7 @@ def test_ticks_fired_while_the_broker_is_away_are_published_once_it_is_back(
     broker_proxy: TcpProxy,
     make_tally: Callable[..., Tally],
     start_tally_worker: Callable[..., WorkerProcess],
-    beats: list[BeatProcess],
+    start_beat: Callable[[dict[str, str]], BeatProcess],
 ) -> None:
     db = str(tmp_path / f"crons-{uuid.uuid4().hex[:6]}.db")
     tally = make_tally(storage=db)
@@ -108,13 +110,7 @@ def test_ticks_fired_while_the_broker_is_away_are_published_once_it_is_back(
     env = worker_env(
         tally, storage=db, broker_url=proxied_broker_url(broker_proxy), publish_timeout=1.0
     )
-    beat = BeatProcess(
-        app_path="tests.apps.tally:celery_app",
-        schedule_path=tmp_path / "beat-schedule",
-        log_path=tmp_path / "beat.log",
-        extra_env=env,
-    )
-    beats.append(beat)
+    beat = start_beat(env)
 
     def runs() -> list[int]:
         return sorted(int(run) for run in tally.runs("ticks"))
