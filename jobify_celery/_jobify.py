@@ -175,6 +175,11 @@ def install_hooks(app: Jobify, terminal: PublishTerminal, hooks: RegistrationHoo
       every startup (``propagate_real_routes``) and, on a second startup of
       the same app (a test suite, a restarted producer), prefixes them again
       and fails; the routes it registered the first time stay registered.
+    * Routers' middleware runs once per job after any number of startups:
+      Jobify 0.14 prepends the parent's middleware and outer middleware to
+      each router's own lists, in place, at every startup, so after the
+      third start of an app a router's outer middleware ran three times per
+      push. What a startup prepended is taken off before the next one.
     * Route registration goes through ``hooks``: options are checked when a
       route is declared on the app (and when routers' routes are registered
       at startup), and a Celery task given to ``@app.task`` is taken over.
@@ -195,6 +200,7 @@ def install_hooks(app: Jobify, terminal: PublishTerminal, hooks: RegistrationHoo
     app_dict["_schedule"] = terminal
     app_dict["_restore_schedules"] = restore_nothing
     app_dict["propagate_real_routes"] = propagate_once
+    app_dict["_propagate_startup"] = _startup_without_doubling(app)
 
     registrator = app.task
     registrator._system_middleware = tuple(  # noqa: SLF001
@@ -223,6 +229,36 @@ def install_hooks(app: Jobify, terminal: PublishTerminal, hooks: RegistrationHoo
 
     vars(registrator)["register"] = checked_register
     vars(registrator)["_register"] = taking_over
+
+
+def _startup_without_doubling(app: Jobify) -> Callable[[Any], Awaitable[None]]:
+    """Wrap Jobify's startup propagation so that routers' middleware lists do not grow.
+
+    Jobify calls ``_propagate_startup(router)`` for the app, then for each
+    router below it, each time after putting the parent's (already merged)
+    middleware in front of the router's own. The wrapper notes, as each
+    router's call starts, how many items that put in front; at the next
+    startup it takes them off again, leaving each router its own list
+    (middleware a user added to a router meanwhile stays).
+    """
+    propagate = app._propagate_startup  # noqa: SLF001
+    prepended: dict[Any, tuple[int, int]] = {}
+
+    async def propagate_startup(router: Any) -> None:  # noqa: ANN401
+        if router is app:
+            for below, (inner, outer) in prepended.items():
+                below.task._middleware = below.task._middleware[inner:]  # noqa: SLF001
+                below.task._outer_middleware = below.task._outer_middleware[outer:]  # noqa: SLF001
+            prepended.clear()
+        else:
+            parent = router.parent
+            prepended[router] = (
+                len(parent.task._middleware),  # noqa: SLF001
+                len(parent.task._outer_middleware),  # noqa: SLF001
+            )
+        await propagate(router)
+
+    return propagate_startup
 
 
 def app_is_started(app: Jobify) -> bool:

@@ -169,3 +169,51 @@ def test_an_app_with_routers_starts_again_and_again_in_one_process() -> None:
     # (Other tests' shared Celery tasks are in every app: look at this app's routes.)
     names = {name for name in celery_app.tasks if "orders" in name}
     assert names == {"orders:place", "orders.refunds:back"}
+
+
+def test_middleware_runs_once_per_job_however_often_the_app_started() -> None:
+    # Jobify 0.14 puts the app's middleware in front of each router's own at
+    # every startup, in place: by the third start, each ran three times a push.
+    from celery import Celery
+    from jobify import Jobify, JobRouter
+
+    from jobify_celery import JobifyCelery
+
+    calls: list[str] = []
+
+    def counting(name: str) -> Any:
+        async def middleware(call_next: Any, context: Any) -> Any:
+            calls.append(name)
+            return await call_next(context)
+
+        return middleware
+
+    celery_app = Celery("restarts-mw", broker="memory://", backend="cache+memory://")
+    celery_app.conf.task_always_eager = True
+    app = Jobify(
+        storage=False, outer_middleware=[counting("app outer")], middleware=[counting("app inner")]
+    )
+    JobifyCelery(app, celery_app)
+    orders = JobRouter(prefix="mw-orders")
+    orders.add_outer_middleware(counting("router outer"))
+    orders.add_middleware(counting("router inner"))
+    refunds = JobRouter(prefix="mw-refunds")
+    refunds.add_middleware(counting("sub-router inner"))
+
+    @refunds.task(name="back")
+    async def back(n: int) -> int:
+        return -n
+
+    orders.include_router(refunds)
+    app.include_router(orders)
+
+    async def once(n: int) -> int:
+        async with app:
+            return await (await back.push(n))
+
+    for n in range(3):
+        calls.clear()
+        assert asyncio.run(once(n)) == -n
+        assert sorted(calls) == sorted(
+            ["app outer", "router outer", "app inner", "router inner", "sub-router inner"]
+        ), (n, calls)
