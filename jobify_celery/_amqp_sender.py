@@ -59,8 +59,6 @@ logger = logging.getLogger("jobify_celery.producer")
 #: Unconfirmed publishes one producer keeps in flight before pushes wait.
 MAX_IN_FLIGHT: Final = 1000
 _RECONNECT_SECONDS: Final = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0)
-#: Longest the pushes of one task may hold the loop before they let others run.
-_TURN_SECONDS: Final = 0.001
 #: kombu message properties and their names in the AMQP client.
 _PROPERTY_NAMES: Final = {
     "delivery_mode": "delivery_mode",
@@ -213,41 +211,26 @@ class AmqpSender:
         self._attempts: set[asyncio.Task[None]] = set()
         self._closed = False
         self._lost_logged = False
-        self._turn_started = 0.0
 
     async def send(self, messages: Sequence[Outgoing], job_id: str, attempt: Attempt) -> None:
         """Publish ``messages``; with confirms, return once the broker confirmed them.
 
         With confirms the publish runs as a task of its own, so that a caller
         who stops waiting never cancels the confirmation the job's fate
-        depends on. Without, it runs right here: once handed off, the message
-        is queued on the connection without any further wait.
+        depends on. Without, it runs right here and returns once the message
+        is written to the connection's socket, as kombu's publish does.
         """
         if self._closed:
             msg = "the producer is shutting down"
             raise PublishError(job_id, self._where, msg, maybe_sent=False)
         if not self._confirms:
             await self._attempt(attempt, messages, job_id)
-            await self._take_turns()
             return
         task = asyncio.get_running_loop().create_task(self._attempt(attempt, messages, job_id))
         self._attempts.add(task)
         task.add_done_callback(self._attempts.discard)
         attempt.task = task
         await asyncio.shield(task)
-
-    async def _take_turns(self) -> None:
-        """Yield to the loop if pushes held it for ``_TURN_SECONDS`` without a pause.
-
-        A push without confirms usually completes without waiting for
-        anything; pushes made one after another would then keep the loop to
-        themselves until the connection's write queue fills.
-        """
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        if now - self._turn_started >= _TURN_SECONDS:
-            await asyncio.sleep(0)
-            self._turn_started = loop.time()
 
     async def close(self, grace: float) -> None:
         """Let attempts in flight end (within ``grace``), then close the connection."""
@@ -311,8 +294,10 @@ class AmqpSender:
                     routing_key=message.routing_key,
                     properties=properties_of(message),
                     mandatory=index == 0 and self._confirms,
-                    # Unconfirmed: queued on the connection is as far as we follow it.
-                    wait=self._confirms,
+                    # Unconfirmed, as with kombu: returned once written to the
+                    # socket, not while still queued in this process (a loop
+                    # held or a process ended right after would keep it).
+                    wait=True,
                 )
                 index += 1
                 self._lost_logged = False

@@ -286,3 +286,32 @@ def test_a_queue_declared_again_elsewhere_with_other_arguments_fails_the_next_pu
     assert "x-expires" in str(error)
     assert not error.maybe_sent
     assert error.refused
+
+
+def test_a_push_without_confirms_has_left_the_process_when_it_returns(
+    make_tally: Callable[..., Tally], loop_thread: LoopThread
+) -> None:
+    """As with Celery's ``apply_async``: returned means written to the socket.
+
+    Each round holds the loop right after its pushes (sync code, as a
+    producer may run next), so a message still queued in the process would
+    not reach the broker until the wait is over. Several rounds: whether the
+    last push of a round happened to give the loop a turn is down to timing.
+    """
+    tally = make_tally()  # no publisher confirms (the default)
+
+    async def scenario() -> list[tuple[list[str], list[str]]]:
+        rounds: list[tuple[list[str], list[str]]] = []
+        async with tally.app:
+            for _ in range(8):
+                jobs = [await tally.work.push("held") for _ in range(5)]
+                deadline = time.monotonic() + 2.0
+                seen: list[str] = []
+                while len(seen) < len(jobs) and time.monotonic() < deadline:  # loop held
+                    seen += _queued_ids(tally.queue)
+                    time.sleep(0.02)  # noqa: ASYNC251 - holding the loop is the point
+                rounds.append(([job.id for job in jobs], seen))
+        return rounds
+
+    for sent, seen in loop_thread.run(scenario()):
+        assert seen == sent
