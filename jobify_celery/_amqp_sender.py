@@ -9,15 +9,16 @@ confirmation the job's fate depends on):
    back-pressure instead of an unbounded buffer when the broker is slow;
    without confirms, aiormq's bounded write queue does the same);
 2. (re)connects if needed, declaring what kombu would declare before the
-   publish (``_declare_calls``), with kombu's caching rule: an entity is
-   declared once per connection unless kombu says its declaration cannot be
-   cached (a queue with ``x-expires`` is declared before every publish);
+   publish (``declaration_plan``, worked out once per entity), with kombu's
+   caching rule: an entity is declared once per connection unless kombu says
+   its declaration cannot be cached (a queue with ``x-expires`` is declared
+   before every publish);
 3. publishes the message with the headers and properties Celery gave it
    (headers encoded as Celery's own client encodes them, ``_amqp_table``);
    with confirms, the job's message is ``mandatory`` so a message no queue
    takes is refused rather than dropped, and the attempt waits for the
-   broker's confirm; without, it ends once the message is queued on the
-   connection (as far as ``apply_async`` follows a message too).
+   broker's confirm; without, it ends once the message is written to the
+   connection's socket (as far as ``apply_async`` follows a message too).
 
 A lost connection is reconnected and the messages not yet confirmed are
 published again (at least once, as kombu's own publish retry does), until the
@@ -59,6 +60,8 @@ logger = logging.getLogger("jobify_celery.producer")
 #: Unconfirmed publishes one producer keeps in flight before pushes wait.
 MAX_IN_FLIGHT: Final = 1000
 _RECONNECT_SECONDS: Final = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0)
+#: Entities whose declaration plan a sender keeps (more: it starts again).
+_MAX_PLANS: Final = 256
 #: kombu message properties and their names in the AMQP client.
 _PROPERTY_NAMES: Final = {
     "delivery_mode": "delivery_mode",
@@ -139,16 +142,13 @@ def declare_calls(entity: Any) -> list[tuple[str, dict[str, Any]]]:  # noqa: ANN
     return recorder.calls
 
 
-async def _replay_declare(
-    channel: aiormq.Channel,
-    call: str,
-    kwargs: dict[str, Any],
-    *,
-    nowait: bool = False,
-) -> None:
-    """Make one of kombu's declarations on an aiormq channel (``nowait``: expect no answer)."""
-    positional, options = _aiormq_arguments(call, kwargs)
-    await getattr(channel, call)(*positional, **options, nowait=nowait)
+#: One AMQP method of a declaration: its name on an aiormq channel and its arguments.
+DeclareStep = tuple[str, tuple[str, ...], dict[str, Any]]
+
+
+def declaration_plan(entity: Any) -> tuple[DeclareStep, ...]:  # noqa: ANN401
+    """Return the aiormq calls that make kombu's ``entity.declare()``, in order."""
+    return tuple((call, *_aiormq_arguments(call, kwargs)) for call, kwargs in declare_calls(entity))
 
 
 def _aiormq_arguments(call: str, kwargs: dict[str, Any]) -> tuple[tuple[str, ...], dict[str, Any]]:
@@ -208,6 +208,8 @@ class AmqpSender:
         self._slots: asyncio.Semaphore | None = None
         #: kombu entities declared on the current connection.
         self._declared: set[int] = set()
+        #: Declaration plans by entity id, the entity kept so that its id stays its own.
+        self._plans: dict[int, tuple[Any, tuple[DeclareStep, ...]]] = {}
         self._attempts: set[asyncio.Task[None]] = set()
         self._closed = False
         self._lost_logged = False
@@ -370,9 +372,16 @@ class AmqpSender:
         seen = ident in self._declared
         if cacheable and seen:
             return
-        calls = declare_calls(entity)
-        for index, (call, kwargs) in enumerate(calls):
-            await _replay_declare(channel, call, kwargs, nowait=seen and index < len(calls) - 1)
+        known = self._plans.get(id(entity))
+        if known is None:
+            if len(self._plans) >= _MAX_PLANS:
+                self._plans.clear()
+            known = self._plans[id(entity)] = (entity, declaration_plan(entity))
+        plan = known[1]
+        last = len(plan) - 1
+        for index, (call, positional, options) in enumerate(plan):
+            method = getattr(channel, call)
+            await method(*positional, **options, nowait=seen and index < last)
         self._declared.add(ident)
 
     def _forget_channel(self, channel: aiormq.Channel | None) -> None:

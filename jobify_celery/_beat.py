@@ -518,7 +518,8 @@ class BeatEngine:
         due = self._book.due(now, _MAX_CRONS_PER_TICK)
         if not due:
             return
-        fired: list[CronRun | tuple[Entry, Tick, str]] = []
+        # Each run fired: its message built ahead (prepared), or what to build it from.
+        fired: list[tuple[Entry, Tick, str, CronRun | None]] = []
         for entry in due:
             state = entry.state
             ticks: list[Tick] = []
@@ -532,12 +533,15 @@ class BeatEngine:
                 prepared = take_prepared(entry, tick)
                 task_id = uuid.uuid4().hex if prepared is None else prepared.task_id
                 remember(state, tick.run, task_id)
-                fired.append((entry, tick, task_id) if prepared is None else prepared)
+                fired.append((entry, tick, task_id, prepared))
             self._book.reschedule(entry)
             self._book.mark_pending(entry)
         # Written before publishing, in one call: a standby taking over never re-fires.
         self._save(due)
-        runs = [item if isinstance(item, CronRun) else self._build_run(*item) for item in fired]
+        runs = [
+            prepared if prepared is not None else self._build_run(entry, tick, task_id)
+            for entry, tick, task_id, prepared in fired
+        ]
         self._publisher.publish(sorted((run for run in runs if run is not None), key=_planned))
         finished = [entry.job_id for entry in due if entry.state.finished(entry.cron)]
         if finished:

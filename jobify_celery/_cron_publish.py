@@ -148,7 +148,7 @@ class RunPublisher:
     async def _send(self, runs: Sequence[CronRun]) -> list[CronRun]:
         """Send ``runs`` in order; return those left unsent (the broker is unreachable)."""
         if not self._confirms:
-            # Each send returns once its message is queued on the connection.
+            # Each send returns once its message is written to the connection.
             for index, run in enumerate(runs):
                 if not await self._send_one(run):
                     return list(runs[index:])
@@ -171,18 +171,17 @@ def _windows(runs: Sequence[CronRun], declared: set[tuple[int, ...]]) -> list[Se
     the declarations are made (and cached by the sender) before a window's
     publishes, which then leave in order.
     """
+    keys = [_declares(run) for run in runs]
     windows: list[Sequence[CronRun]] = []
     start = 0
     while start < len(runs):
-        if _declares(runs[start]) not in declared:
-            declared.add(_declares(runs[start]))
+        if keys[start] not in declared:
+            declared.add(keys[start])
             windows.append(runs[start : start + 1])
             start += 1
             continue
         end = start + 1
-        while (
-            end < len(runs) and end - start < _CONFIRM_WINDOW and _declares(runs[end]) in declared
-        ):
+        while end < len(runs) and end - start < _CONFIRM_WINDOW and keys[end] in declared:
             end += 1
         windows.append(runs[start:end])
         start = end

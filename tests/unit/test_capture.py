@@ -11,7 +11,7 @@ from celery import Celery
 from kombu import Exchange, Queue
 from kombu.messaging import Producer
 
-from jobify_celery._amqp_sender import amqp_url, declare_calls, properties_of
+from jobify_celery._amqp_sender import amqp_url, declaration_plan, declare_calls, properties_of
 from jobify_celery._capture import Capture, Outgoing
 from jobify_celery._celery_traps import PREFETCH_REDUCTION, keep_prefetch_after_reconnect
 from jobify_celery._senders import Attempt
@@ -125,6 +125,36 @@ def test_declarations_are_what_kombu_asks_of_a_channel() -> None:
     assert calls[1][1]["arguments"] == {"x-expires": 60_000, "x-max-priority": 5}
     assert calls[2][1]["routing_key"] == "jobs.#"
     assert queue.can_cache_declaration is False  # x-expires: declared before every publish
+
+
+def test_a_declaration_plan_is_those_calls_in_the_asyncio_client_s_terms() -> None:
+    queue = Queue("jobs", Exchange("work", type="topic"), routing_key="jobs.#", durable=True)
+    plan = declaration_plan(queue)
+    assert plan == (
+        (
+            "exchange_declare",
+            ("work",),
+            {
+                "exchange_type": "topic",
+                "passive": False,
+                "durable": True,
+                "auto_delete": False,
+                "arguments": None,
+            },
+        ),
+        (
+            "queue_declare",
+            ("jobs",),
+            {
+                "passive": False,
+                "durable": True,
+                "exclusive": False,
+                "auto_delete": False,
+                "arguments": None,
+            },
+        ),
+        ("queue_bind", ("jobs", "work"), {"routing_key": "jobs.#", "arguments": None}),
+    )
 
 
 def test_the_asyncio_client_connects_where_kombu_would() -> None:
