@@ -8,7 +8,8 @@ to 1,000 jobs in flight (200 for the thread pools), on the same RabbitMQ and
 Redis. The rate counts from the first job's INCR to the last one; CPU per
 job is the worker process tree's CPU over that time.
 
-* jobify-celery's asyncio pool (``-c 1000``), and its threads pool (``-c 200``);
+* jobify-celery's asyncio pool (``-c 1000``), again with Python's collector
+  left at its defaults (``tune_gc=False``), and its threads pool (``-c 200``);
 * plain Celery, threads (``-c 200``) and gevent (``-c 1000``, sync sleep);
 * Taskiq with taskiq-aio-pika, and aio-celery (``benchmarks/peers``; install
   them with ``pip install -e '.[bench]'``). Neither stores results by default,
@@ -87,17 +88,19 @@ def _measure(pid: int, counter: str, n: int) -> dict[str, Any]:
     }
 
 
-def _jobify(n: int, pool: str, concurrency: int) -> dict[str, Any]:
+def _jobify(n: int, pool: str, concurrency: int, *, tune_gc: bool = True) -> dict[str, Any]:
     counter = _counter()
     asyncio.run(_push_jobify(n, counter))
     asyncio_pool = pool == "asyncio"
+    env = {**ASYNCIO_POOL_ENV} if asyncio_pool else {}
+    env["BENCH_TUNE_GC"] = "1" if tune_gc else "0"
     with running_worker(
         io_apps.celery_app,
         io_apps.QUEUE,
         app_path="benchmarks.io_apps:celery_app",
         pool="custom" if asyncio_pool else pool,
         concurrency=concurrency,
-        env=ASYNCIO_POOL_ENV if asyncio_pool else None,
+        env=env,
     ) as (process, _):
         return _measure(process.pid, counter, n)
 
@@ -187,6 +190,7 @@ def main() -> None:
     n = 3000 if args.quick else args.jobs
     results: dict[str, dict[str, Any] | str] = {
         "jobify-celery asyncio pool -c 1000": _jobify(n, "asyncio", 1000),
+        "  the same, tune_gc=False": _jobify(n, "asyncio", 1000, tune_gc=False),
         "jobify-celery threads -c 200": _jobify(n, "threads", 200),
         "celery threads -c 200": _plain(n, "threads", 200),
         "celery gevent -c 1000": _plain(n, "gevent", 1000),

@@ -47,7 +47,8 @@ async def lifespan(_app: Jobify) -> AsyncIterator[dict[str, Any]]:
 
 
 app = Jobify(storage=False, lifespan=lifespan)
-JobifyCelery(app, celery_app, pool="asyncio")
+# BENCH_TUNE_GC=0: the asyncio pool leaves Python's collector as it is (async_io compares).
+JobifyCelery(app, celery_app, pool="asyncio", tune_gc=os.environ.get("BENCH_TUNE_GC") != "0")
 
 
 @app.task(name="bench.io_job")

@@ -25,6 +25,7 @@ import functools
 import logging
 import os
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Final
@@ -35,6 +36,7 @@ from celery.concurrency.base import BasePool, apply_target
 from celery.concurrency.thread import ApplyResult
 from celery.exceptions import WorkerLostError, WorkerShutdown, WorkerTerminate
 
+from jobify_celery._aiopool._gc import tune_collector
 from jobify_celery._aiopool._green import run_in_greenlet
 from jobify_celery._aiopool._jobs import Ending, PoolJob, enter_pool_job
 from jobify_celery._aiopool._watchdog import LoopWatchdog
@@ -119,6 +121,10 @@ class AsyncioPool(BasePool):  # type: ignore[misc]
         )
         self._watchdog = LoopWatchdog(self._loop, threshold=parts.blocked_loop_threshold)
         self._watchdog.start()
+        if parts.tune_gc and threading.current_thread() is threading.main_thread():
+            # A worker process of its own (`celery worker`), not one started
+            # inside a test process (Celery's start_worker runs on a thread).
+            tune_collector()
 
     def on_apply(  # noqa: PLR0913, PLR0917 - Celery's signature
         self,

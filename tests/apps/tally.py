@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import gc
 import json
 import os
 import time
@@ -265,6 +266,11 @@ def build(  # noqa: C901, PLR0915 - the whole test app, in one place
         count(ns, "runs", ctx.job.id)
         return time.time()
 
+    @app.task(name="tally.collector")
+    async def collector() -> list[int]:
+        """The worker process's garbage collector: objects frozen, then its thresholds."""
+        return [gc.get_freeze_count(), *gc.get_threshold()]
+
     del note_attempt, tick, on_success, on_failure, on_retry, on_revoked
     tally = Tally(queue, celery_app, app, work, fail, price, nested)
     tally.extra = {
@@ -273,6 +279,7 @@ def build(  # noqa: C901, PLR0915 - the whole test app, in one place
         "blocker": blocker,
         "rated": rated,
         "flaky": flaky,
+        "collector": collector,
     }
     return tally
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import threading
 import time
@@ -22,6 +23,7 @@ import pytest
 from celery.result import AsyncResult
 from jobify import JobStatus
 
+from jobify_celery._aiopool._gc import GEN0_THRESHOLD
 from tests.apps import tally as tally_module
 from tests.helpers import wait_until
 
@@ -125,6 +127,23 @@ def test_celery_sees_jobs_in_flight_and_fires_every_signal(
         "task_success for every job",
     )
     assert all(job_id in tally.runs("attempts") for job_id in ids[5:])  # task_prerun
+
+
+def test_the_collector_is_tuned_once_the_app_started_unless_told_not_to(
+    pooled: Callable[..., tuple[Tally, WorkerProcess]],
+) -> None:
+    def collector_of(tally: Tally) -> list[int]:
+        async def ask() -> list[int]:
+            return list(await asyncio.wait_for(await tally.extra["collector"].push(), WAIT))
+
+        return list(_in_app(tally, ask))
+
+    tuned, _ = pooled()
+    frozen, young, *_ = collector_of(tuned)
+    assert frozen > 10_000  # the modules, the apps: the start-up heap
+    assert young == GEN0_THRESHOLD
+    untouched, _ = pooled(tune_gc=False)
+    assert collector_of(untouched) == [0, *gc.get_threshold()]  # Python's defaults, as here
 
 
 def test_time_limits_end_only_the_job_concerned(

@@ -8,6 +8,7 @@ app:``; jobs pushed there run through the worker, and the worker stops fast.
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,7 @@ def test_a_worker_in_the_test_process_from_sync_code(
 ) -> None:
     tally = make_tally()
     ns = uuid.uuid4().hex[:10]
+    collector = (gc.get_freeze_count(), gc.get_threshold())
     with AppThread(tally.app) as producer, InProcessWorker(tally.app, pool=pool) as worker:
         job = producer.run(tally.work.push(ns, 0.05))
         producer.run(asyncio.wait_for(job.wait(), WAIT))
@@ -45,6 +47,8 @@ def test_a_worker_in_the_test_process_from_sync_code(
     assert worker.hostname.startswith("jobify-test-")
     assert time.monotonic() - stopping < 5  # not Celery's 10 s poll
     assert len(tally.finished(ns)) == 2
+    # The asyncio pool tunes the collector of a worker process of its own only.
+    assert (gc.get_freeze_count(), gc.get_threshold()) == collector
 
 
 @pytest.mark.parametrize("pool", POOLS)
