@@ -94,7 +94,7 @@ class ProcessRuntime:
         greenlet waits and the loop runs other jobs meanwhile.
         """
         if in_job_greenlet():
-            return await_only(coro, in_job_context=True)
+            return await_only(coro)
         loop = self._loop
         if loop is not None and self._inline_owner is not None and self._pid == os.getpid():
             if self._inline_owner == threading.get_ident():

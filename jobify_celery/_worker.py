@@ -348,9 +348,11 @@ class Executor:
         except asyncio.CancelledError:
             if watch.requested:
                 job.status = JobStatus.CANCELLED
+                _cancel_handled(running)
                 # Its producer stored REVOKED already: store nothing over it.
                 raise Ignore from None
             if pool_job is not None and pool_job.ending is not None:
+                _cancel_handled(running)
                 raise _ended_by_pool(pool_job, job) from None
             raise
         except JobTimeoutError as exc:
@@ -362,6 +364,11 @@ class Executor:
             job.set_exception(exc, status=JobStatus.FAILED)
             raise
         finally:
+            # In the asyncio pool the task goes on (to store the outcome): a
+            # revoke or an ending from now on must not cancel that.
+            watch.task = None
+            if pool_job is not None:
+                pool_job.task = None
             long_running.discard(watch)
             if watch.following:
                 self._unwatch(watch)
@@ -416,6 +423,17 @@ def jobify_header(request: Any) -> Any:  # noqa: ANN401
         if isinstance(headers, dict):
             header = headers.get(HEADER_KEY)
     return header
+
+
+def _cancel_handled(running: asyncio.Task[Any] | None) -> None:
+    """Tell ``running`` that the cancellation it got is handled here.
+
+    In the asyncio pool the job's coroutine runs on the task that goes on to
+    store its outcome; a cancellation left counted on it would read as a
+    pending one to ``asyncio.timeout`` blocks awaited after.
+    """
+    if running is not None:
+        running.uncancel()
 
 
 def _ended_by_pool(pool_job: PoolJob, job: Job[Any]) -> BaseException:

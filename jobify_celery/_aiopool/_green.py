@@ -8,8 +8,13 @@ coroutine, a Redis store, a publish), it calls :func:`await_only`, which
 hands the awaitable to the driving task and suspends the greenlet until it
 is done. Many jobs' tracers are thus suspended at once on one loop thread,
 each with its own Celery request stack (Celery keeps it per greenlet when
-``greenlet`` is installed, as for its gevent and eventlet pools) and its own
-``contextvars`` context, copied from the driver's when the job starts.
+``greenlet`` is installed, as for its gevent and eventlet pools).
+
+The greenlet and its driving task share one ``contextvars`` context, the
+one the task was created in (:func:`start_in_greenlet`): what Celery's
+signals set there (a tracing span, say) is what the job's coroutine sees,
+and the coroutine is awaited by the driving task itself, with no task of
+its own. A job in flight thus holds one task and one greenlet.
 
 This is the bridge SQLAlchemy uses for its asyncio dialects; written here
 from scratch for Celery's needs.
@@ -25,9 +30,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import greenlet
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Coroutine
 
-__all__ = ("await_only", "in_job_greenlet", "run_in_greenlet")
+__all__ = ("await_only", "in_job_greenlet", "run_in_greenlet", "start_in_greenlet")
 
 T = TypeVar("T")
 
@@ -47,45 +52,50 @@ def in_job_greenlet() -> bool:
     return isinstance(greenlet.getcurrent(), _JobGreenlet)
 
 
-def await_only(awaitable: Awaitable[T], *, in_job_context: bool = False) -> T:
+def await_only(awaitable: Awaitable[T]) -> T:
     """Wait for ``awaitable`` from synchronous code inside a job greenlet.
 
     The greenlet is suspended, and the loop runs other jobs, until the
     awaitable is done; its result is returned (its exception raised) here.
-    ``in_job_context``: run a coroutine as a task of its own in the
-    greenlet's ``contextvars`` context (the job's coroutine itself, which must
-    see what Celery's signals set there); other awaits (a store, a read) run
-    on the driving task as they are, which costs no task.
+    The driving task awaits it in the context the greenlet shares with it.
     """
     current = greenlet.getcurrent()
     if not isinstance(current, _JobGreenlet):
         msg = "await_only() called outside a job greenlet"
         raise RuntimeError(msg)  # noqa: TRY004 - a misuse, not a bad argument
-    result: T = current.driver.switch((awaitable, in_job_context))
+    result: T = current.driver.switch(awaitable)
     return result
 
 
-async def run_in_greenlet(fn: Callable[..., T], *args: Any) -> T:  # noqa: ANN401
+async def run_in_greenlet(fn: Callable[..., T], *args: Any, context: contextvars.Context) -> T:  # noqa: ANN401
     """Run the synchronous ``fn(*args)`` to its end, awaiting what it hands over.
 
-    A coroutine handed over runs as a task of its own in the greenlet's
-    ``contextvars`` context, so what Celery's signals set there (a tracing
-    span, say) is what the job's coroutine sees.
+    ``context`` must be the context the calling task runs in (the one it was
+    created with): the greenlet runs in it too, so the task and the code in
+    the greenlet see each other's context variables, and nothing leaks to
+    other tasks. :func:`start_in_greenlet` creates such a task.
     """
-    loop = asyncio.get_running_loop()
     job = _JobGreenlet(fn, greenlet.getcurrent())
-    job.gr_context = contextvars.copy_context()
+    job.gr_context = context
     value = job.switch(*args)
     while not job.dead:
-        awaitable, in_job_context = value
         try:
-            if in_job_context and asyncio.iscoroutine(awaitable):
-                outcome = await loop.create_task(awaitable, context=job.gr_context)
-            else:
-                outcome = await awaitable
+            outcome = await value
         except BaseException:  # noqa: BLE001 - thrown back into the greenlet
             value = job.throw(*sys.exc_info())
         else:
             value = job.switch(outcome)
     result: T = value
     return result
+
+
+def start_in_greenlet(
+    make: Callable[[contextvars.Context], Coroutine[Any, Any, T]],
+) -> asyncio.Task[T]:
+    """Start a task running ``make(context)`` in a fresh copy of the current context.
+
+    ``make`` builds the coroutine that calls :func:`run_in_greenlet` with
+    that context, so the task and its greenlet share it.
+    """
+    context = contextvars.copy_context()
+    return asyncio.get_running_loop().create_task(make(context), context=context)

@@ -1,7 +1,7 @@
 """One job of the asyncio pool: what it is, and why it may have to end early.
 
 A job's coroutine (the route's inner chain, run by ``_worker.Executor``)
-registers its asyncio task here when it starts; the pool ends a job by
+registers its asyncio task here while it runs; the pool ends a job by
 cancelling that task with a reason the executor turns into Celery's outcome:
 
 * ``SOFT_LIMIT``: Celery's ``soft_time_limit`` passed: the job fails with
@@ -51,7 +51,7 @@ class PoolJob:
         self.name = name
         #: When it started, on the loop's clock (None: waiting for a slot).
         self.started: float | None = None
-        #: The asyncio task running its inner chain, once it runs.
+        #: The asyncio task running its inner chain, while the chain runs.
         self.task: asyncio.Task[object] | None = None
         #: Set when the pool ends it early.
         self.ending: Ending | None = None

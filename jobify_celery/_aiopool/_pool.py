@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from billiard.einfo import ExceptionInfo
 from celery.app.trace import trace_task_ret
@@ -37,11 +37,12 @@ from celery.concurrency.thread import ApplyResult
 from celery.exceptions import WorkerLostError, WorkerShutdown, WorkerTerminate
 
 from jobify_celery._aiopool._gc import tune_collector
-from jobify_celery._aiopool._green import run_in_greenlet
+from jobify_celery._aiopool._green import run_in_greenlet, start_in_greenlet
 from jobify_celery._aiopool._jobs import Ending, PoolJob, enter_pool_job
 from jobify_celery._aiopool._watchdog import LoopWatchdog
 
 if TYPE_CHECKING:
+    import contextvars
     from collections.abc import Callable
 
 __all__ = ("AsyncioPool",)
@@ -59,6 +60,17 @@ def _settleable(accept_callback: Callable[..., Any] | None) -> bool:
     request = getattr(accept_callback, "__self__", None)
     channel = getattr(getattr(request, "message", None), "channel", None)
     return bool(getattr(channel, "is_open", True))
+
+
+class _Handover(NamedTuple):
+    """A job Celery's consumer thread has handed to the loop, with its callbacks."""
+
+    job: PoolJob
+    run: Callable[[], Any]
+    callback: Callable[..., Any] | None
+    accept_callback: Callable[..., Any] | None
+    #: ``timeout_callback``, soft and hard time limits (seconds, or None).
+    limits: tuple[Callable[..., Any] | None, float | None, float | None]
 
 
 class _Applied:
@@ -98,7 +110,7 @@ class AsyncioPool(BasePool):  # type: ignore[misc]
         self._slots: asyncio.Semaphore | None = None
         self._running: dict[PoolJob, asyncio.Task[None]] = {}
         #: Jobs handed over by Celery's consumer thread, not started yet.
-        self._incoming: collections.deque[Any] = collections.deque()
+        self._incoming: collections.deque[_Handover] = collections.deque()
         self._wakeup_due = False
         self._closing = False
         self._watchdog: LoopWatchdog | None = None
@@ -158,7 +170,7 @@ class AsyncioPool(BasePool):  # type: ignore[misc]
         run = functools.partial(target, *args, **(kwargs or {}))
         limits = (timeout_callback, soft_timeout, timeout)
         job.handle = applied = _Applied(job, loop)
-        self._incoming.append((job, run, callback, accept_callback, limits))
+        self._incoming.append(_Handover(job, run, callback, accept_callback, limits))
         if not self._wakeup_due:
             # One wake-up of the loop for a burst of jobs, not one per job.
             self._wakeup_due = True
@@ -206,59 +218,49 @@ class AsyncioPool(BasePool):  # type: ignore[misc]
     def _launch_incoming(self) -> None:
         """Start every job handed over since the last wake-up (on the loop)."""
         self._wakeup_due = False
-        loop = asyncio.get_running_loop()
         incoming = self._incoming
+        run_job = self._run_job
         while incoming:
-            job, run, callback, accept_callback, limits = incoming.popleft()
-            task = loop.create_task(self._run_job(job, run, callback, accept_callback, limits))
+            handed = incoming.popleft()
+            job = handed.job
+            task = start_in_greenlet(functools.partial(run_job, handed))
             self._running[job] = task
             task.add_done_callback(functools.partial(self._forget, job))
 
     def _forget(self, job: PoolJob, _task: asyncio.Task[None]) -> None:
         self._running.pop(job, None)
 
-    async def _run_job(
-        self,
-        job: PoolJob,
-        run: Callable[[], Any],
-        callback: Callable[..., Any] | None,
-        accept_callback: Callable[..., Any] | None,
-        limits: tuple[Callable[..., Any] | None, float | None, float | None],
-    ) -> None:
+    async def _run_job(self, handed: _Handover, context: contextvars.Context) -> None:
+        job = handed.job
         slots = self._slots
         if slots is None:
             slots = self._slots = asyncio.Semaphore(max(1, self.limit or 1))
         async with slots:
             if self._closing:
                 return  # never accepted: the message goes back when the worker leaves
-            if not _settleable(accept_callback):
+            if not _settleable(handed.accept_callback):
                 # Its connection was lost while it waited for a slot: the broker
                 # has handed it out again, and its ack could not be sent.
                 logger.info("Job %s[%s] skipped: its message went back", job.name, job.task_id)
                 return
             loop = asyncio.get_running_loop()
             job.started = loop.time()
-            timers = self._arm_limits(job, *limits)
+            timers = self._arm_limits(job, *handed.limits)
             token = enter_pool_job(job)
             try:
-                await self._trace(job, run, callback, accept_callback)
+                await self._trace(handed, context)
             finally:
                 for timer in timers:
                     timer.cancel()
                 token.var.reset(token)
 
-    async def _trace(
-        self,
-        job: PoolJob,
-        run: Callable[[], Any],
-        callback: Callable[..., Any] | None,
-        accept_callback: Callable[..., Any] | None,
-    ) -> None:
+    async def _trace(self, handed: _Handover, context: contextvars.Context) -> None:
         """Do what Celery's ``apply_target`` does, with the tracer in a greenlet."""
+        job, callback, accept_callback = handed.job, handed.callback, handed.accept_callback
         if accept_callback is not None:
             accept_callback(os.getpid(), time.monotonic())
         try:
-            ret = await run_in_greenlet(run)
+            ret = await run_in_greenlet(handed.run, context=context)
         except (WorkerShutdown, WorkerTerminate):
             raise
         except Exception:
