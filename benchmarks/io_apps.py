@@ -57,6 +57,14 @@ async def io_job(counter: str, state: State = INJECT) -> None:
     await state.redis.incr(counter)
 
 
+@app.task(name="bench.io_hold")
+async def io_hold(counter: str, seconds: float, state: State = INJECT) -> None:
+    """Count its start, stay in flight for ``seconds``, then count its end."""
+    await state.redis.incr(f"{counter}:started")
+    await asyncio.sleep(seconds)
+    await state.redis.incr(counter)
+
+
 @app.task(name="bench.io_noop")
 async def io_noop() -> None:
     return None
