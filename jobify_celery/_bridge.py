@@ -52,6 +52,7 @@ from jobify_celery._producer import ProducerSession, Publisher
 from jobify_celery._results import watcher_for
 from jobify_celery._runtime import ProcessRuntime
 from jobify_celery._senders import Attempt, broker_name, sender_for
+from jobify_celery._signal_wakeup import SignalWakeup, wakeup_step
 from jobify_celery._store import store_retry_problem
 from jobify_celery._worker import Executor, injected_names
 from jobify_celery._wrap import WrappedTask, is_celery_task, route_function, unwrap
@@ -226,6 +227,7 @@ class JobifyCelery:
         "_runtime",
         "_session",
         "_shutdown_grace",
+        "_signal_wakeup",
         "_track_started",
         "_tune_gc",
         "_wrapped",
@@ -274,6 +276,8 @@ class JobifyCelery:
         )
         self._session: ProducerSession | None = None
         self._hostnames: set[str] = set()
+        #: Wakes the worker's hub on SIGTERM and the like (see _signal_wakeup).
+        self._signal_wakeup = SignalWakeup()
 
         self._wrapped: dict[str, WrappedTask] = {}
         self._check_options = functools.partial(
@@ -295,6 +299,7 @@ class JobifyCelery:
         app.add_plugin(_BridgePlugin(self))
         vars(celery_app)[_CELERY_ATTR] = self
         celery_app.on_after_finalize.connect(self._register_tasks, weak=False)
+        celery_app.steps["consumer"].add(wakeup_step(self._signal_wakeup))
         signals.worker_init.connect(self._on_worker_init, weak=False)
         signals.worker_process_init.connect(self._on_pool_process_init, weak=False)
         signals.worker_ready.connect(self._on_worker_ready, weak=False)
@@ -504,6 +509,9 @@ class JobifyCelery:
 
     def _on_pool_process_init(self, sender: Any = None, **_: Any) -> None:  # noqa: ANN401
         if sender in self._hostnames:
+            # A pool process forked after the consumer started holds a copy of
+            # the parent's signal wakeup: its signals must not wake the parent.
+            self._signal_wakeup.release()
             # A prefork child or the solo pool: one task at a time on this
             # thread, which drives the loop itself.
             try:

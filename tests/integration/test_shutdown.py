@@ -18,6 +18,7 @@ from jobify.exceptions import JobFailedError
 
 from jobify_celery import ResultUnavailableError
 from tests.apps.tally import default as tally
+from tests.integration.conftest import POOL_ENV
 from tests.integration.workers import WorkerProcess
 
 if TYPE_CHECKING:
@@ -165,5 +166,41 @@ def test_a_prefork_worker_leaves_the_app_within_a_second_of_sigterm(
             last_end,
         )
         assert "did not stop within" not in worker.log()
+    finally:
+        worker.stop()
+
+
+#: How long a worker sits idle before SIGTERM: Celery's hub then sleeps until
+#: its next timer, up to 10 s away, unless a signal wakes it.
+IDLE_BEFORE_SIGTERM = 1.5
+
+
+@pytest.mark.parametrize("pool", ["prefork", "threads", "asyncio"])
+def test_an_idle_worker_acts_on_sigterm_at_once(pool: str, servers: None, tmp_path: Path) -> None:
+    # Celery's SIGTERM handler only sets a flag that the consumer reads between
+    # polls of its hub; without a wakeup an idle worker noticed 1-8 s late.
+    worker = WorkerProcess(
+        app_path="tests.apps.tally:celery_app",
+        celery_app=tally.celery_app,
+        queues=[tally.queue],
+        node=f"{tally.queue}-idle-{pool}-{uuid.uuid4().hex[:6]}@test",
+        pool="custom" if pool in POOL_ENV else pool,
+        concurrency=2,
+        log_path=tmp_path / "worker.log",
+        extra_env=POOL_ENV.get(pool),
+    )
+    try:
+        worker.wait_ready()
+        time.sleep(IDLE_BEFORE_SIGTERM)
+        sigterm = time.time()
+        worker.process.send_signal(15)
+        worker.process.wait(CELERY_EXIT_GUARD)
+        # Where the app runs: the pool processes (prefork), the worker itself
+        # (threads, asyncio). Each leaves it right after the consumer stops.
+        exits = tally.lifespan_exits(since=sigterm)
+        ours = {pid: at for pid, at in exits.items() if pid != os.getpid()}
+        assert ours, worker.log()[-3000:]
+        assert len(ours) == (2 if pool == "prefork" else 1), ours
+        assert max(ours.values()) - sigterm <= EXIT_BOUND, (ours, sigterm, worker.log()[-3000:])
     finally:
         worker.stop()
