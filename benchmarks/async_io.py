@@ -80,12 +80,15 @@ def _measure(pid: int, counter: str, n: int) -> dict[str, Any]:
         client.delete(counter)
     finally:
         client.close()
+    return {**_rates(done, seconds, cpu), "seconds": seconds, "peak_pss_mib": peak / 1024}
+
+
+def _rates(done: int, seconds: float, cpu: float) -> dict[str, Any]:
+    """Jobs done, jobs per second and the worker's CPU per job."""
     return {
         "done": done,
-        "seconds": seconds,
         "jobs_per_s": done / seconds if seconds else 0.0,
         "cpu_ms_per_job": cpu / done * 1000 if done else 0.0,
-        "peak_pss_mib": peak / 1024,
     }
 
 
@@ -179,10 +182,8 @@ def _ten_thousand_in_flight(n: int) -> dict[str, Any]:
             client.delete(counter, f"{counter}:started")
             client.close()
     return {
-        "done": done,
+        **_rates(done, seconds, cpu),
         "peak_in_flight": in_flight,
-        "jobs_per_s": done / seconds if seconds else 0.0,
-        "cpu_ms_per_job": cpu / done * 1000 if done else 0.0,
         "idle_pss_mib": idle / 1024,
         "peak_pss_mib": peak / 1024,
         "growth_mib": (peak - idle) / 1024,
