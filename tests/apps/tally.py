@@ -19,6 +19,7 @@ import enum
 import gc
 import json
 import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -271,6 +272,13 @@ def build(  # noqa: C901, PLR0915 - the whole test app, in one place
         """The worker process's garbage collector: objects frozen, then its thresholds."""
         return [gc.get_freeze_count(), *gc.get_threshold()]
 
+    @app.task(name="tally.wakeup_fd")
+    async def wakeup_fd() -> list[int]:
+        """This pool process's pid and the descriptor Python writes signals to (-1: none)."""
+        current = signal.set_wakeup_fd(-1)
+        signal.set_wakeup_fd(current)
+        return [os.getpid(), current]
+
     del note_attempt, tick, on_success, on_failure, on_retry, on_revoked
     tally = Tally(queue, celery_app, app, work, fail, price, nested)
     tally.extra = {
@@ -280,6 +288,7 @@ def build(  # noqa: C901, PLR0915 - the whole test app, in one place
         "rated": rated,
         "flaky": flaky,
         "collector": collector,
+        "wakeup_fd": wakeup_fd,
     }
     return tally
 

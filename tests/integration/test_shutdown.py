@@ -204,3 +204,39 @@ def test_an_idle_worker_acts_on_sigterm_at_once(pool: str, servers: None, tmp_pa
         assert max(ours.values()) - sigterm <= EXIT_BOUND, (ours, sigterm, worker.log()[-3000:])
     finally:
         worker.stop()
+
+
+def test_pool_processes_forked_later_do_not_wake_the_parent(
+    servers: None, loop_thread: LoopThread, tmp_path: Path
+) -> None:
+    # With one job per child, every job after the first runs in a process
+    # forked after the consumer started, which inherits the parent's signal
+    # wakeup: each must have let go of it (its signals are its own).
+    worker = WorkerProcess(
+        app_path="tests.apps.tally:celery_app",
+        celery_app=tally.celery_app,
+        queues=[tally.queue],
+        node=f"{tally.queue}-forked-{uuid.uuid4().hex[:6]}@test",
+        pool="prefork",
+        concurrency=1,
+        log_path=tmp_path / "worker.log",
+        extra_args=["--max-tasks-per-child=1"],
+    )
+    wakeup_fd = tally.extra["wakeup_fd"]
+
+    async def ask(times: int) -> list[list[int]]:
+        async with tally.app:
+            answers = []
+            for _ in range(times):
+                job = await wakeup_fd.push()
+                await asyncio.wait_for(job.wait(), 30)
+                answers.append(job.result())
+            return answers
+
+    try:
+        worker.wait_ready()
+        answers = loop_thread.run(ask(3), timeout=90)
+        assert len({pid for pid, _ in answers}) == 3, answers
+        assert [fd for _, fd in answers] == [-1, -1, -1], (answers, worker.log()[-3000:])
+    finally:
+        worker.stop()
