@@ -18,13 +18,13 @@ from jobify.exceptions import JobFailedError
 
 from jobify_celery import ResultUnavailableError
 from tests.apps.tally import default as tally
-from tests.integration.conftest import POOL_ENV
 from tests.integration.workers import WorkerProcess
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
+    from tests.apps.tally import Tally
     from tests.conftest import LoopThread
 
 pytestmark = pytest.mark.integration
@@ -176,56 +176,42 @@ IDLE_BEFORE_SIGTERM = 1.5
 
 
 @pytest.mark.parametrize("pool", ["prefork", "threads", "asyncio"])
-def test_an_idle_worker_acts_on_sigterm_at_once(pool: str, servers: None, tmp_path: Path) -> None:
+def test_an_idle_worker_acts_on_sigterm_at_once(
+    pool: str,
+    make_tally: Callable[..., Tally],
+    start_tally_worker: Callable[..., WorkerProcess],
+) -> None:
     # Celery's SIGTERM handler only sets a flag that the consumer reads between
     # polls of its hub; without a wakeup an idle worker noticed 1-8 s late.
-    worker = WorkerProcess(
-        app_path="tests.apps.tally:celery_app",
-        celery_app=tally.celery_app,
-        queues=[tally.queue],
-        node=f"{tally.queue}-idle-{pool}-{uuid.uuid4().hex[:6]}@test",
-        pool="custom" if pool in POOL_ENV else pool,
-        concurrency=2,
-        log_path=tmp_path / "worker.log",
-        extra_env=POOL_ENV.get(pool),
-    )
-    try:
-        worker.wait_ready()
-        time.sleep(IDLE_BEFORE_SIGTERM)
-        sigterm = time.time()
-        worker.process.send_signal(15)
-        worker.process.wait(CELERY_EXIT_GUARD)
-        # Where the app runs: the pool processes (prefork), the worker itself
-        # (threads, asyncio). Each leaves it right after the consumer stops.
-        exits = tally.lifespan_exits(since=sigterm)
-        ours = {pid: at for pid, at in exits.items() if pid != os.getpid()}
-        assert ours, worker.log()[-3000:]
-        assert len(ours) == (2 if pool == "prefork" else 1), ours
-        assert max(ours.values()) - sigterm <= EXIT_BOUND, (ours, sigterm, worker.log()[-3000:])
-    finally:
-        worker.stop()
+    own = make_tally()  # a queue of its own: nothing left by other tests to run
+    worker = start_tally_worker(own, pool=pool, concurrency=2)
+    time.sleep(IDLE_BEFORE_SIGTERM)
+    sigterm = time.time()
+    worker.process.send_signal(15)
+    worker.process.wait(CELERY_EXIT_GUARD)
+    # Where the app runs: the pool processes (prefork), the worker itself
+    # (threads, asyncio). Each leaves it right after the consumer stops.
+    exits = own.lifespan_exits(since=sigterm)
+    assert len(exits) == (2 if pool == "prefork" else 1), (exits, worker.log()[-3000:])
+    assert max(exits.values()) - sigterm <= EXIT_BOUND, (exits, sigterm, worker.log()[-3000:])
 
 
 def test_pool_processes_forked_later_do_not_wake_the_parent(
-    servers: None, loop_thread: LoopThread, tmp_path: Path
+    make_tally: Callable[..., Tally],
+    start_tally_worker: Callable[..., WorkerProcess],
+    loop_thread: LoopThread,
 ) -> None:
     # With one job per child, every job after the first runs in a process
     # forked after the consumer started, which inherits the parent's signal
     # wakeup: each must have let go of it (its signals are its own).
-    worker = WorkerProcess(
-        app_path="tests.apps.tally:celery_app",
-        celery_app=tally.celery_app,
-        queues=[tally.queue],
-        node=f"{tally.queue}-forked-{uuid.uuid4().hex[:6]}@test",
-        pool="prefork",
-        concurrency=1,
-        log_path=tmp_path / "worker.log",
-        extra_args=["--max-tasks-per-child=1"],
+    own = make_tally()
+    worker = start_tally_worker(
+        own, pool="prefork", concurrency=1, extra_args=["--max-tasks-per-child=1"]
     )
-    wakeup_fd = tally.extra["wakeup_fd"]
+    wakeup_fd = own.extra["wakeup_fd"]
 
     async def ask(times: int) -> list[list[int]]:
-        async with tally.app:
+        async with own.app:
             answers = []
             for _ in range(times):
                 job = await wakeup_fd.push()
@@ -233,10 +219,6 @@ def test_pool_processes_forked_later_do_not_wake_the_parent(
                 answers.append(job.result())
             return answers
 
-    try:
-        worker.wait_ready()
-        answers = loop_thread.run(ask(3), timeout=90)
-        assert len({pid for pid, _ in answers}) == 3, answers
-        assert [fd for _, fd in answers] == [-1, -1, -1], (answers, worker.log()[-3000:])
-    finally:
-        worker.stop()
+    answers = loop_thread.run(ask(3), timeout=100)
+    assert len({pid for pid, _ in answers}) == 3, answers
+    assert [fd for _, fd in answers] == [-1, -1, -1], (answers, worker.log()[-3000:])
