@@ -89,10 +89,6 @@ def wakeup_step(wakeup: SignalWakeup) -> type[bootsteps.StartStopStep]:
             if hub is not None:
                 wakeup.watch(hub)
 
-        def stop(self, parent: Any) -> None:  # noqa: ANN401
-            """Nothing to stop: the socket pair lives as long as the process."""
-
-        def shutdown(self, parent: Any) -> None:  # noqa: ANN401
-            """Nothing to shut down (see ``stop``)."""
+        # Nothing to stop: no ``obj``, and the socket pair lives as long as the process.
 
     return WakeOnSignal
