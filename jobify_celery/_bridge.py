@@ -27,6 +27,7 @@ from jobify import Jobify
 from jobify.serializers import ExtendedJSONSerializer
 
 from jobify_celery._aiopool._green import await_only, in_job_greenlet
+from jobify_celery._aiopool._trace import traced_on_loop as trace_may_run_on_loop
 from jobify_celery._capture import Capture
 from jobify_celery._celery_traps import keep_prefetch_after_reconnect
 from jobify_celery._codec import ValueCodec, tagged_classes, wire_signature
@@ -224,6 +225,7 @@ class JobifyCelery:
         "_hostnames",
         "_publish_confirms",
         "_publish_timeout",
+        "_runs",
         "_runtime",
         "_session",
         "_shutdown_grace",
@@ -280,6 +282,8 @@ class JobifyCelery:
         self._signal_wakeup = SignalWakeup()
 
         self._wrapped: dict[str, WrappedTask] = {}
+        #: The function each route's Celery task was registered with.
+        self._runs: dict[str, Callable[..., Any]] = {}
         self._check_options = functools.partial(
             validate_route_options, cron_factory=app.configs.cron_factory
         )
@@ -347,6 +351,7 @@ class JobifyCelery:
         run.__qualname__ = run.__name__
         run.__module__ = getattr(func, "__module__", __name__)
         run.__doc__ = getattr(func, "__doc__", None)
+        self._runs[name] = run
         options: dict[str, Any] = {
             "track_started": self._track_started,
             # Jobify retries count themselves; a wrapped task keeps its own.
@@ -627,6 +632,10 @@ class PoolParts(typing.NamedTuple):
 
     runtime: ProcessRuntime
     runs_on_loop: Callable[[str], bool]
+    #: Tells whether a route's jobs may be traced on the loop (``_aiopool._trace``).
+    traced_on_loop: Callable[[str], bool]
+    #: Runs a route's job as a coroutine: ``Executor.call_async``.
+    call: Callable[..., Awaitable[Any]]
     shutdown_grace: float
     blocked_loop_threshold: float
     tune_gc: bool
@@ -650,9 +659,17 @@ def pool_parts(celery_app: Celery) -> PoolParts:
         task = tasks.get(name)
         return getattr(task, "jobify_route", None) == name and name not in wrapped
 
+    runs = bridge._runs  # noqa: SLF001
+
+    def traced_on_loop(name: str) -> bool:
+        run = runs.get(name)
+        return run is not None and runs_on_loop(name) and trace_may_run_on_loop(tasks[name], run)
+
     return PoolParts(
         runtime=bridge._runtime,  # noqa: SLF001
         runs_on_loop=runs_on_loop,
+        traced_on_loop=traced_on_loop,
+        call=bridge._executor.call_async,  # noqa: SLF001
         shutdown_grace=bridge._shutdown_grace,  # noqa: SLF001
         blocked_loop_threshold=bridge._blocked_loop_warning,  # noqa: SLF001
         tune_gc=bridge._tune_gc,  # noqa: SLF001

@@ -63,7 +63,7 @@ from jobify_celery._supersede import Verdict, current_publish, verdict
 
 if TYPE_CHECKING:
     import inspect
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
     from zoneinfo import ZoneInfo
 
     from celery import Task
@@ -217,24 +217,77 @@ class Executor:
         request = task.request
         install_quick_store(task.backend)  # this thread's backend, as Celery's tracer uses
         if request.eta:
-            decision = self._verdict(task, request)
-            if decision is Verdict.CANCELLED:
-                # Its producer stored REVOKED already: store nothing over it.
-                logger.info("Skipping job %s: cancelled by its producer", request.id)
-                raise Ignore
-            if decision is Verdict.REPLACED:
-                # A replace published this job again; that publish will run.
-                task.backend.store_result(request.id, None, states.PENDING, request=request)
-                raise Ignore
+            self._check_still_wanted(task, request)
         try:
             return self._runtime.run(self._execute(task, request, name, args, kwargs), task)
         except Exception as exc:
-            delay = self._retry_delay(name, exc, request)
-            if delay is None:
-                raise
-            policy = self._plans[name].retry
-            max_retries = policy.retries if policy is not None else None
-            raise task.retry(exc=exc, countdown=delay, max_retries=max_retries) from None
+            self._retry_by_policy(task, name, exc, request)
+            raise
+
+    async def call_async(
+        self,
+        task: Task,
+        name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        blocking: Callable[..., Awaitable[Any]],
+    ) -> Any:  # noqa: ANN401
+        """Do what a call does, as a coroutine on the loop (the asyncio pool's tracer).
+
+        ``blocking`` runs the synchronous parts that may wait (the checks of
+        a job that waited, the publish of a retry) in a greenlet of their own.
+        """
+        request = task.request
+        install_quick_store(task.backend)
+        if request.eta:
+            await blocking(self._check_still_wanted, task, request)
+        try:
+            return await self._execute(task, request, name, args, kwargs)
+        except Exception as exc:
+            if self._retry_delay(name, exc, request) is not None:
+                await blocking(self._retry_while_handling, task, name, exc, request)
+            raise
+
+    def _check_still_wanted(self, task: Task, request: Any) -> None:  # noqa: ANN401
+        """Raise ``Ignore`` for a job that waited and was cancelled or replaced meanwhile."""
+        decision = self._verdict(task, request)
+        if decision is Verdict.CANCELLED:
+            # Its producer stored REVOKED already: store nothing over it.
+            logger.info("Skipping job %s: cancelled by its producer", request.id)
+            raise Ignore
+        if decision is Verdict.REPLACED:
+            # A replace published this job again; that publish will run.
+            task.backend.store_result(request.id, None, states.PENDING, request=request)
+            raise Ignore
+
+    def _retry_by_policy(self, task: Task, name: str, exc: Exception, request: Any) -> None:  # noqa: ANN401
+        """Raise the Celery retry the route's policy asks for ``exc``; return if none.
+
+        The retry is published here (``task.retry``), before this message is
+        acknowledged, so no worker slot sleeps and a worker lost in between
+        loses no attempt.
+        """
+        delay = self._retry_delay(name, exc, request)
+        if delay is None:
+            return
+        policy = self._plans[name].retry
+        max_retries = policy.retries if policy is not None else None
+        raise task.retry(exc=exc, countdown=delay, max_retries=max_retries) from None
+
+    def _retry_while_handling(self, task: Task, name: str, exc: Exception, request: Any) -> None:  # noqa: ANN401
+        """``_retry_by_policy`` with ``exc`` being handled, as ``task.retry`` expects.
+
+        It runs in a greenlet of its own, where no exception is being handled;
+        ``exc`` keeps the traceback it came with.
+        """
+        traceback = exc.__traceback__
+        try:
+            raise exc  # noqa: TRY301 - made the one being handled
+        except Exception:  # noqa: BLE001 - ``exc`` itself
+            self._retry_by_policy(task, name, exc, request)
+        finally:
+            exc.__traceback__ = traceback
 
     @staticmethod
     def _verdict(task: Task, request: Any) -> Verdict:  # noqa: ANN401

@@ -39,6 +39,8 @@ from celery.exceptions import WorkerLostError, WorkerShutdown, WorkerTerminate
 from jobify_celery._aiopool._gc import tune_collector
 from jobify_celery._aiopool._green import run_in_greenlet, start_in_greenlet
 from jobify_celery._aiopool._jobs import Ending, PoolJob, enter_pool_job
+from jobify_celery._aiopool._stacks import key_stacks_by_task
+from jobify_celery._aiopool._trace import trace_on_loop
 from jobify_celery._aiopool._watchdog import LoopWatchdog
 
 if TYPE_CHECKING:
@@ -66,7 +68,10 @@ class _Handover(NamedTuple):
     """A job Celery's consumer thread has handed to the loop, with its callbacks."""
 
     job: PoolJob
+    #: Celery's tracer for the job, to run in a greenlet.
     run: Callable[[], Any]
+    #: Or, for a job traced on the loop (``_trace``), the tracer's arguments.
+    trace_args: tuple[Any, ...] | None
     callback: Callable[..., Any] | None
     accept_callback: Callable[..., Any] | None
     #: ``timeout_callback``, soft and hard time limits (seconds, or None).
@@ -115,6 +120,10 @@ class AsyncioPool(BasePool):  # type: ignore[misc]
         self._closing = False
         self._watchdog: LoopWatchdog | None = None
         self._on_loop: Callable[[str], bool] = lambda _name: False
+        self._traced_on_loop: Callable[[str], bool] = lambda _name: False
+        #: Per task name: whether its jobs are traced on the loop (``_trace``).
+        self._traced: dict[str, bool] = {}
+        self._call: Callable[..., Any] | None = None
         self._grace = 30.0
 
     # -- Celery's pool interface ---------------------------------------------
@@ -126,6 +135,9 @@ class AsyncioPool(BasePool):  # type: ignore[misc]
         parts = pool_parts(self.app)
         self._loop = parts.runtime.ensure_started()
         self._on_loop = parts.runs_on_loop
+        self._traced_on_loop = parts.traced_on_loop
+        self._call = parts.call
+        key_stacks_by_task(self.app.tasks.values())
         self._grace = parts.shutdown_grace
         self._threads = ThreadPoolExecutor(
             max_workers=max(1, min(self.limit or 1, _MAX_SYNC_THREADS)),
@@ -168,14 +180,21 @@ class AsyncioPool(BasePool):  # type: ignore[misc]
             return ApplyResult(future)
         job = PoolJob(task_id=str(args[1]) if len(args) > 1 else "", name=name)
         run = functools.partial(target, *args, **(kwargs or {}))
+        trace_args = args if target is trace_task_ret and self._on_loop_trace(name) else None
         limits = (timeout_callback, soft_timeout, timeout)
         job.handle = applied = _Applied(job, loop)
-        self._incoming.append(_Handover(job, run, callback, accept_callback, limits))
+        self._incoming.append(_Handover(job, run, trace_args, callback, accept_callback, limits))
         if not self._wakeup_due:
             # One wake-up of the loop for a burst of jobs, not one per job.
             self._wakeup_due = True
             loop.call_soon_threadsafe(self._launch_incoming)
         return applied
+
+    def _on_loop_trace(self, name: str) -> bool:
+        traced = self._traced.get(name)
+        if traced is None:
+            traced = self._traced[name] = self._traced_on_loop(name)
+        return traced
 
     def on_stop(self) -> None:
         """Warm shutdown: no new job; jobs in flight get ``shutdown_grace``, then end.
@@ -255,12 +274,21 @@ class AsyncioPool(BasePool):  # type: ignore[misc]
                 token.var.reset(token)
 
     async def _trace(self, handed: _Handover, context: contextvars.Context) -> None:
-        """Do what Celery's ``apply_target`` does, with the tracer in a greenlet."""
+        """Do what Celery's ``apply_target`` does: the tracer on the loop, or in a greenlet."""
         job, callback, accept_callback = handed.job, handed.callback, handed.accept_callback
         if accept_callback is not None:
             accept_callback(os.getpid(), time.monotonic())
         try:
-            ret = await run_in_greenlet(handed.run, context=context)
+            if handed.trace_args is not None and self._call is not None:
+                blocking = functools.partial(run_in_greenlet, context=context)
+                ret = await trace_on_loop(
+                    self.app,
+                    *handed.trace_args,
+                    call=functools.partial(self._call, blocking=blocking),
+                    blocking=blocking,
+                )
+            else:
+                ret = await run_in_greenlet(handed.run, context=context)
         except (WorkerShutdown, WorkerTerminate):
             raise
         except Exception:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+import celery
 import redis
 from celery import Celery, signals
 from jobify import INJECT, JobContext, Jobify, OuterContext, SmartRetry
@@ -34,6 +35,7 @@ from jobify.storage import SQLiteStorage
 from kombu import Queue
 
 from jobify_celery import JobifyCelery
+from jobify_celery._aiopool._green import in_job_greenlet
 from tests.servers import BROKER_URL, RESULT_BACKEND
 
 BASE_QUEUE = os.environ.get("JOBIFY_CELERY_TEST_QUEUE", "jobify-celery-test-local")
@@ -279,6 +281,23 @@ def build(  # noqa: C901, PLR0915 - the whole test app, in one place
         signal.set_wakeup_fd(current)
         return [os.getpid(), current]
 
+    @app.task(name="tally.whose_request")
+    async def whose_request(pause: float, context: JobContext = INJECT) -> dict[str, Any]:
+        """What Celery's stacks say this job is, before and after a pause other jobs share."""
+        task = context.request_state["celery_task"]
+
+        def seen() -> list[str]:
+            return [celery.current_task.request.id, task.request.id]
+
+        before = seen()
+        await asyncio.sleep(pause)
+        return {
+            "id": context.request_state["celery_request"].id,
+            "before": before,
+            "after": seen(),
+            "in_job_greenlet": in_job_greenlet(),
+        }
+
     del note_attempt, tick, on_success, on_failure, on_retry, on_revoked
     tally = Tally(queue, celery_app, app, work, fail, price, nested)
     tally.extra = {
@@ -289,6 +308,7 @@ def build(  # noqa: C901, PLR0915 - the whole test app, in one place
         "flaky": flaky,
         "collector": collector,
         "wakeup_fd": wakeup_fd,
+        "whose_request": whose_request,
     }
     return tally
 

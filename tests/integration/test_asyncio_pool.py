@@ -129,6 +129,27 @@ def test_celery_sees_jobs_in_flight_and_fires_every_signal(
     assert all(job_id in tally.runs("attempts") for job_id in ids[5:])  # task_prerun
 
 
+def test_jobs_in_flight_hold_no_greenlet_and_each_sees_its_own_celery_request(
+    pooled: Callable[..., tuple[Tally, WorkerProcess]],
+) -> None:
+    # A job traced on the loop waits in its asyncio task alone: no greenlet
+    # kept for it. Celery's stacks (current_task, task.request) must still
+    # be each job's own while 40 of them wait side by side.
+    tally, _ = pooled()
+    whose_request = tally.extra["whose_request"]
+
+    async def scenario() -> list[Any]:
+        jobs = [await whose_request.push(0.5) for _ in range(40)]
+        return list(await asyncio.wait_for(asyncio.gather(*jobs), WAIT))
+
+    seen = _in_app(tally, scenario)
+    assert len({each["id"] for each in seen}) == 40
+    for each in seen:
+        assert each["before"] == [each["id"], each["id"]]
+        assert each["after"] == [each["id"], each["id"]]
+        assert each["in_job_greenlet"] is False
+
+
 def test_the_collector_is_tuned_once_the_app_started_unless_told_not_to(
     pooled: Callable[..., tuple[Tally, WorkerProcess]],
 ) -> None:
