@@ -1,20 +1,22 @@
-"""Run Celery's synchronous task tracer as a coroutine: one greenlet per job.
+"""Run synchronous Celery code as a coroutine, in a greenlet that waits on the loop.
 
-Celery executes a task through a synchronous tracer (``celery.app.trace``):
-signals, the result store, ``Retry``/``Ignore``/``Reject`` handling, callbacks.
-The asyncio pool keeps that tracer as it is and runs it inside a greenlet
-driven by an asyncio task: when the code inside needs to wait (the job's
-coroutine, a Redis store, a publish), it calls :func:`await_only`, which
+Celery's code is synchronous: its tracer (``celery.app.trace``), the
+result store, a publish. Run inside a greenlet driven by an asyncio task,
+such code can still wait on the loop: it calls :func:`await_only`, which
 hands the awaitable to the driving task and suspends the greenlet until it
-is done. Many jobs' tracers are thus suspended at once on one loop thread,
-each with its own Celery request stack (Celery keeps it per greenlet when
-``greenlet`` is installed, as for its gevent and eventlet pools).
+is done, while the loop runs other jobs.
+
+The asyncio pool runs this way the stretches of its own tracer that may
+wait (``_trace``: storing a state, publishing a callback), each in a
+greenlet that ends with it; and, for a task ``_trace`` cannot stand in
+for, Celery's whole tracer, in a greenlet that lives as long as the job.
 
 The greenlet and its driving task share one ``contextvars`` context, the
 one the task was created in (:func:`start_in_greenlet`): what Celery's
 signals set there (a tracing span, say) is what the job's coroutine sees,
 and the coroutine is awaited by the driving task itself, with no task of
-its own. A job in flight thus holds one task and one greenlet.
+its own. Celery's stacks (``task.request``) are kept per driving task
+(``_stacks``).
 
 This is the bridge SQLAlchemy uses for its asyncio dialects; written here
 from scratch for Celery's needs.

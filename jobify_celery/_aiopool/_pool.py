@@ -2,10 +2,12 @@
 
 ``celery worker -c N`` with this pool keeps up to N jobs in flight in one
 process, on the process's event loop (the one the bridge's runtime starts,
-with the app's lifespan entered once). Each Jobify job runs Celery's own
-tracer in a greenlet (``_green``), so signals, result states, acks, retries,
-``Ignore``/``Reject`` and events are Celery's; the job's coroutine and the
-bridge's I/O wait on the loop instead of a thread.
+with the app's lifespan entered once). Each Jobify job is traced on the
+loop as Celery traces a task (``_trace``), so signals, result states, acks,
+retries, ``Ignore``/``Reject`` and events are Celery's; the job's coroutine
+and the bridge's I/O wait on the loop instead of a thread. A job whose task
+``_trace`` cannot stand in for runs Celery's own tracer in a greenlet
+(``_green``).
 
 What does not run on the loop: plain Celery tasks and wrapped Celery tasks
 (their functions are synchronous and expect a thread of their own) go to a
@@ -31,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from billiard.einfo import ExceptionInfo
-from celery.app.trace import trace_task_ret
+from celery.app.trace import fast_trace_task, trace_task_ret
 from celery.concurrency.base import BasePool, apply_target
 from celery.concurrency.thread import ApplyResult
 from celery.exceptions import WorkerLostError, WorkerShutdown, WorkerTerminate
@@ -53,6 +55,8 @@ logger = logging.getLogger("jobify_celery.worker")
 
 #: Threads for the synchronous tasks of a worker whose ``-c`` is large.
 _MAX_SYNC_THREADS: Final = 32
+#: What Celery hands a pool to run a task with: its tracer, as a function.
+_CELERY_TRACERS: Final = (fast_trace_task, trace_task_ret)
 #: How long ended jobs (grace over) get to settle their messages.
 _SETTLE_SECONDS: Final = 5.0
 
@@ -70,7 +74,8 @@ class _Handover(NamedTuple):
     job: PoolJob
     #: Celery's tracer for the job, to run in a greenlet.
     run: Callable[[], Any]
-    #: Or, for a job traced on the loop (``_trace``), the tracer's arguments.
+    #: Or, for a job traced on the loop (``_trace``), the tracer's arguments
+    #: and whether Celery chose its ``fast_trace_task``.
     trace_args: tuple[Any, ...] | None
     callback: Callable[..., Any] | None
     accept_callback: Callable[..., Any] | None
@@ -180,7 +185,8 @@ class AsyncioPool(BasePool):  # type: ignore[misc]
             return ApplyResult(future)
         job = PoolJob(task_id=str(args[1]) if len(args) > 1 else "", name=name)
         run = functools.partial(target, *args, **(kwargs or {}))
-        trace_args = args if target is trace_task_ret and self._on_loop_trace(name) else None
+        tracer = target in _CELERY_TRACERS and self._on_loop_trace(name)
+        trace_args = (*args, target is fast_trace_task) if tracer else None
         limits = (timeout_callback, soft_timeout, timeout)
         job.handle = applied = _Applied(job, loop)
         self._incoming.append(_Handover(job, run, trace_args, callback, accept_callback, limits))
@@ -281,9 +287,11 @@ class AsyncioPool(BasePool):  # type: ignore[misc]
         try:
             if handed.trace_args is not None and self._call is not None:
                 blocking = functools.partial(run_in_greenlet, context=context)
+                *trace_args, fast = handed.trace_args
                 ret = await trace_on_loop(
                     self.app,
-                    *handed.trace_args,
+                    *trace_args,
+                    fast=fast,
                     call=functools.partial(self._call, blocking=blocking),
                     blocking=blocking,
                 )

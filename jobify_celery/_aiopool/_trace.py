@@ -39,6 +39,7 @@ from celery import group, signals, states
 from celery._state import _task_stack
 from celery.app import trace as celery_trace
 from celery.app.task import Context, get_actual_ignore_result
+from celery.app.task import Task as BaseTask
 from celery.canvas import maybe_signature
 from celery.exceptions import Ignore, InvalidTaskError, Reject, Retry
 from celery.utils.saferepr import saferepr
@@ -70,7 +71,10 @@ def traced_on_loop(task: Task, run: Callable[..., Any]) -> bool:
     conf = app.conf
     if (conf.task_acks_late or task.acks_late) and conf.worker_deduplicate_successful_tasks:
         return False
-    if celery_trace.task_has_custom(task, "__call__"):
+    # A worker patches Celery's own Task.__call__ (its stack protection),
+    # which then reads as custom on every task: only a subclass's counts.
+    custom_call = celery_trace.task_has_custom(task, "__call__")
+    if custom_call is not None and custom_call is not BaseTask:
         return False
     return getattr(task.run, "__func__", None) is run
 
@@ -84,6 +88,7 @@ async def trace_on_loop(  # noqa: PLR0913, PLR0917 - Celery's trace_task_ret's a
     content_type: str | None,
     content_encoding: str | None,
     *,
+    fast: bool,
     call: Call,
     blocking: Blocking,
 ) -> tuple[int, Any, float | None]:
@@ -92,6 +97,10 @@ async def trace_on_loop(  # noqa: PLR0913, PLR0917 - Celery's trace_task_ret's a
     ``(1, ExceptionInfo, runtime)`` when the job did not succeed (failed,
     retried, rejected, ignored), ``(0, repr of the result, runtime)`` when
     it did. A body that cannot be decoded raises, as in Celery.
+
+    ``fast``: Celery handed the job to ``fast_trace_task`` (what ``celery
+    worker`` does), which gives the request the worker's name as its
+    ``hostname``; ``trace_task_ret`` gives it the machine's.
     """
     if content_type:
         accept = celery_trace.prepare_accept_content(app.conf.accept_content)
@@ -100,12 +109,20 @@ async def trace_on_loop(  # noqa: PLR0913, PLR0917 - Celery's trace_task_ret's a
         )
     else:
         args, kwargs, embed = body
-    hostname = celery_trace.gethostname()
+    # Celery's Request put the worker's name here; its tracer (built by the
+    # consumer) stores that name in the STARTED state either way.
+    worker = str(request.get("hostname") or celery_trace.gethostname())
     request.update(
-        {"args": args, "kwargs": kwargs, "hostname": hostname, "is_eager": False}, **embed or {}
+        {
+            "args": args,
+            "kwargs": kwargs,
+            "hostname": worker if fast else celery_trace.gethostname(),
+            "is_eager": False,
+        },
+        **embed or {},
     )
     task = app.tasks[name]
-    trace = _Trace(task, name, uuid, args, kwargs, request, hostname)
+    trace = _Trace(task, name, uuid, args, kwargs, request, worker)
     try:
         await trace.run(call, blocking)
     except Reject:

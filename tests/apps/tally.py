@@ -28,6 +28,7 @@ from decimal import Decimal
 from typing import Any
 
 import celery
+import greenlet
 import redis
 from celery import Celery, signals
 from jobify import INJECT, JobContext, Jobify, OuterContext, SmartRetry
@@ -35,7 +36,6 @@ from jobify.storage import SQLiteStorage
 from kombu import Queue
 
 from jobify_celery import JobifyCelery
-from jobify_celery._aiopool._green import in_job_greenlet
 from tests.servers import BROKER_URL, RESULT_BACKEND
 
 BASE_QUEUE = os.environ.get("JOBIFY_CELERY_TEST_QUEUE", "jobify-celery-test-local")
@@ -283,19 +283,21 @@ def build(  # noqa: C901, PLR0915 - the whole test app, in one place
 
     @app.task(name="tally.whose_request")
     async def whose_request(pause: float, context: JobContext = INJECT) -> dict[str, Any]:
-        """What Celery's stacks say this job is, before and after a pause other jobs share."""
+        """Celery's view of this job before and after a pause; greenlets alive mid-way."""
         task = context.request_state["celery_task"]
 
         def seen() -> list[str]:
             return [celery.current_task.request.id, task.request.id]
 
         before = seen()
-        await asyncio.sleep(pause)
+        await asyncio.sleep(pause / 2)
+        greenlets = sum(1 for each in gc.get_objects() if isinstance(each, greenlet.greenlet))
+        await asyncio.sleep(pause / 2)
         return {
             "id": context.request_state["celery_request"].id,
             "before": before,
             "after": seen(),
-            "in_job_greenlet": in_job_greenlet(),
+            "greenlets": greenlets,
         }
 
     del note_attempt, tick, on_success, on_failure, on_retry, on_revoked

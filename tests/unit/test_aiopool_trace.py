@@ -30,6 +30,17 @@ def test_a_route_task_as_registered_is_traced_on_the_loop(celery_app: Celery) ->
     assert traced_on_loop(_task(celery_app, "plain"), _run)
 
 
+def test_celerys_stack_protection_in_a_worker_is_not_a_custom_call(celery_app: Celery) -> None:
+    # `celery worker` patches Task.__call__ for every task (setup_worker_optimizations).
+    task = _task(celery_app, "protected")
+    celery_trace._install_stack_protection()
+    try:
+        assert celery_trace.task_has_custom(task, "__call__")  # what Celery's check says
+        assert traced_on_loop(task, _run)
+    finally:
+        celery_trace.reset_worker_optimizations(celery_app)
+
+
 def test_a_wrapped_run_keeps_celerys_tracer(celery_app: Celery) -> None:
     # What an APM's Celery integration does (Sentry wraps task.run).
     task = _task(celery_app, "wrapped")
