@@ -55,6 +55,7 @@ from jobify_celery._jobify import (
     func_spec_of,
     route_by_name,
     run_inner_chain,
+    running_job,
 )
 from jobify_celery._options import retry_policy
 from jobify_celery._outcome import read_meta
@@ -63,7 +64,7 @@ from jobify_celery._supersede import Verdict, current_publish, verdict
 
 if TYPE_CHECKING:
     import inspect
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Coroutine
     from zoneinfo import ZoneInfo
 
     from celery import Task
@@ -188,7 +189,7 @@ def _forget_job(_job_id: str) -> None:
 class Executor:
     """Runs one Celery invocation of a Jobify route on the process's loop."""
 
-    __slots__ = ("_app", "_codec", "_long_running", "_plans", "_runtime", "_session_of")
+    __slots__ = ("_app", "_codec", "_done", "_long_running", "_plans", "_runtime", "_session_of")
 
     def __init__(
         self,
@@ -204,6 +205,9 @@ class Executor:
         self._session_of = session_of
         self._plans: dict[str, _Plan] = {}
         self._long_running = _LongRunning(self._watch)
+        #: The one set event every run's Job shares (see ``running_job``).
+        self._done = asyncio.Event()
+        self._done.set()
 
     def __call__(self, task: Task, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:  # noqa: ANN401
         """Run the route ``name`` for the Celery ``task`` now executing.
@@ -243,7 +247,7 @@ class Executor:
         if request.eta:
             await blocking(self._check_still_wanted, task, request)
         try:
-            return await self._execute(task, request, name, args, kwargs)
+            return await self._prepare(task, request, name, args, kwargs)
         except Exception as exc:
             if self._retry_delay(name, exc, request) is not None:
                 await blocking(self._retry_while_handling, task, name, exc, request)
@@ -319,6 +323,22 @@ class Executor:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:  # noqa: ANN401
+        """Prepare and run the job on the loop (a pool thread waits on this)."""
+        return await self._prepare(task, request, name, args, kwargs)
+
+    def _prepare(
+        self,
+        task: Task,
+        request: Any,  # noqa: ANN401
+        name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Coroutine[Any, Any, Any]:
+        """Decode the call and build the job's context; return the run to await.
+
+        A function, not a coroutine: the asyncio pool awaits the run straight
+        from ``call_async``, one coroutine frame less per job in flight.
+        """
         app = self._app
         plan = self._plans.get(name) or self._plan(name)
         codec = self._codec
@@ -339,13 +359,13 @@ class Executor:
             logger.warning("Task %s[%s]: %s", name, request.id, "; ".join(envelope.problems))
         builder = plan.route.create_builder(bound)
         tick = envelope.cron
-        job: Job[Any] = Job(
+        job = running_job(
             # A cron's run is its cron's job; its Celery task id is its own.
             job_id=tick.job_id if tick is not None else request.id,
             exec_at=_planned_time(request, envelope.exec_at, tz),
             storage=configs.storage,
             unregister_hook=_forget_job,
-            job_status=JobStatus.RUNNING,
+            done=self._done,
         )
         # Filled as a dict, then wrapped: RequestState's item access is slow.
         state = envelope.request_state
@@ -358,10 +378,7 @@ class Executor:
         context = build_job_context(
             app=app, builder=builder, job=job, request_state=RequestState(state)
         )
-        result = await self._run_cancellable(builder, context, job, request.id)
-        dumped = codec.dump(result, plan.result_type)
-        ensure_json(dumped, plan.result_where)
-        return dumped
+        return self._run_cancellable(builder, context, job, request.id, plan)
 
     def _bind_cron(self, job: Job[Any], tick: CronTick) -> None:
         """Make ``job.is_cron()`` and ``job.cron_expression`` true to the cron."""
@@ -382,11 +399,13 @@ class Executor:
         context: JobContext,
         job: Job[Any],
         task_id: str,
+        plan: _Plan,
     ) -> Any:  # noqa: ANN401
-        """Run the inner chain; a REVOKED state seen meanwhile cancels it.
+        """Run the inner chain; return its result as it goes on the wire.
 
-        The job's own result channel is followed only once it has run for
-        ``_CANCEL_WATCH_AFTER`` seconds: short jobs cost nothing extra.
+        A REVOKED state seen meanwhile cancels it. The job's own result
+        channel is followed only once it has run for ``_CANCEL_WATCH_AFTER``
+        seconds: short jobs cost nothing extra.
         """
         loop = asyncio.get_running_loop()
         running = asyncio.current_task()
@@ -426,7 +445,9 @@ class Executor:
             if watch.following:
                 self._unwatch(watch)
         job.set_result(result, status=JobStatus.SUCCESS)
-        return result
+        dumped = self._codec.dump(result, plan.result_type)
+        ensure_json(dumped, plan.result_where)
+        return dumped
 
     def _watch(self, watch: _CancelWatch) -> None:
         watcher = self._session_of().watcher

@@ -26,7 +26,6 @@ import collections
 import functools
 import logging
 import os
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -47,7 +46,7 @@ from jobify_celery._aiopool._watchdog import LoopWatchdog
 
 if TYPE_CHECKING:
     import contextvars
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
 __all__ = ("AsyncioPool",)
 
@@ -73,7 +72,7 @@ class _Handover(NamedTuple):
 
     job: PoolJob
     #: Celery's tracer for the job, to run in a greenlet.
-    run: Callable[[], Any]
+    run: Callable[[], Any] | None
     #: Or, for a job traced on the loop (``_trace``), the tracer's arguments
     #: and whether Celery chose its ``fast_trace_task``.
     trace_args: tuple[Any, ...] | None
@@ -184,9 +183,12 @@ class AsyncioPool(BasePool):  # type: ignore[misc]
             future = threads.submit(apply_target, target, args, kwargs, callback, accept_callback)
             return ApplyResult(future)
         job = PoolJob(task_id=str(args[1]) if len(args) > 1 else "", name=name)
-        run = functools.partial(target, *args, **(kwargs or {}))
-        tracer = target in _CELERY_TRACERS and self._on_loop_trace(name)
-        trace_args = (*args, target is fast_trace_task) if tracer else None
+        run: Callable[[], Any] | None = None
+        trace_args: tuple[Any, ...] | None = None
+        if target in _CELERY_TRACERS and self._on_loop_trace(name):
+            trace_args = (*args, target is fast_trace_task)
+        else:
+            run = functools.partial(target, *args, **(kwargs or {}))
         limits = (timeout_callback, soft_timeout, timeout)
         job.handle = applied = _Applied(job, loop)
         self._incoming.append(_Handover(job, run, trace_args, callback, accept_callback, limits))
@@ -199,7 +201,8 @@ class AsyncioPool(BasePool):  # type: ignore[misc]
     def _on_loop_trace(self, name: str) -> bool:
         traced = self._traced.get(name)
         if traced is None:
-            traced = self._traced[name] = self._traced_on_loop(name)
+            traced = self._call is not None and self._traced_on_loop(name)
+            self._traced[name] = traced
         return traced
 
     def on_stop(self) -> None:
@@ -261,60 +264,72 @@ class AsyncioPool(BasePool):  # type: ignore[misc]
         if slots is None:
             slots = self._slots = asyncio.Semaphore(max(1, self.limit or 1))
         async with slots:
-            if self._closing:
-                return  # never accepted: the message goes back when the worker leaves
-            if not _settleable(handed.accept_callback):
-                # Its connection was lost while it waited for a slot: the broker
-                # has handed it out again, and its ack could not be sent.
-                logger.info("Job %s[%s] skipped: its message went back", job.name, job.task_id)
+            if not self._may_start(handed):
                 return
             loop = asyncio.get_running_loop()
             job.started = loop.time()
             timers = self._arm_limits(job, *handed.limits)
             token = enter_pool_job(job)
             try:
-                await self._trace(handed, context)
+                # What Celery's apply_target does around its tracer; inline,
+                # as each coroutine layer costs memory per job in flight.
+                if handed.accept_callback is not None:
+                    handed.accept_callback(os.getpid(), time.monotonic())
+                try:
+                    ret = await self._tracer(handed, context)
+                except (WorkerShutdown, WorkerTerminate):
+                    raise
+                except Exception:
+                    # Celery's tracer handles the task's own errors: this is one of
+                    # its own (a task missing from the registry, a broken signal
+                    # handler), or a body that could not be decoded.
+                    logger.exception("Job %s[%s] broke out of the tracer", job.name, job.task_id)
+                    self._fail(job, handed.callback)
+                except BaseException as exc:  # noqa: BLE001 - as apply_target: worker lost
+                    self._lost(job, handed.callback, exc)
+                else:
+                    # A hard limit's job is reported and settled by Celery's timeout handler.
+                    if job.ending is not Ending.HARD_LIMIT and handed.callback is not None:
+                        handed.callback(ret)
             finally:
                 for timer in timers:
                     timer.cancel()
                 token.var.reset(token)
 
-    async def _trace(self, handed: _Handover, context: contextvars.Context) -> None:
-        """Do what Celery's ``apply_target`` does: the tracer on the loop, or in a greenlet."""
-        job, callback, accept_callback = handed.job, handed.callback, handed.accept_callback
-        if accept_callback is not None:
-            accept_callback(os.getpid(), time.monotonic())
+    def _may_start(self, handed: _Handover) -> bool:
+        """Tell whether a job that got its slot may start."""
+        if self._closing:
+            return False  # never accepted: the message goes back when the worker leaves
+        if not _settleable(handed.accept_callback):
+            # Its connection was lost while it waited for a slot: the broker
+            # has handed it out again, and its ack could not be sent.
+            job = handed.job
+            logger.info("Job %s[%s] skipped: its message went back", job.name, job.task_id)
+            return False
+        return True
+
+    def _tracer(self, handed: _Handover, context: contextvars.Context) -> Awaitable[Any]:
+        """Return the job's tracing: on the loop (``_trace``), or Celery's in a greenlet."""
+        blocking = functools.partial(run_in_greenlet, context=context)
+        if handed.run is not None:
+            return blocking(handed.run)
+        assert handed.trace_args is not None  # noqa: S101 - one or the other, by on_apply
+        assert self._call is not None  # noqa: S101 - set by on_start
+        *trace_args, fast = handed.trace_args
+        return trace_on_loop(
+            self.app,
+            *trace_args,
+            fast=fast,
+            call=functools.partial(self._call, blocking=blocking),
+            blocking=blocking,
+        )
+
+    def _lost(self, job: PoolJob, callback: Callable[..., Any] | None, exc: BaseException) -> None:
+        """Report ``exc`` (not an Exception) as Celery's pools do: the worker was lost."""
         try:
-            if handed.trace_args is not None and self._call is not None:
-                blocking = functools.partial(run_in_greenlet, context=context)
-                *trace_args, fast = handed.trace_args
-                ret = await trace_on_loop(
-                    self.app,
-                    *trace_args,
-                    fast=fast,
-                    call=functools.partial(self._call, blocking=blocking),
-                    blocking=blocking,
-                )
-            else:
-                ret = await run_in_greenlet(handed.run, context=context)
-        except (WorkerShutdown, WorkerTerminate):
-            raise
-        except Exception:
-            # Celery's tracer handles the task's own errors: this is one of its
-            # own (a task missing from the registry, a broken signal handler).
-            logger.exception("Job %s[%s] broke out of Celery's tracer", job.name, job.task_id)
+            raise WorkerLostError(repr(exc)).with_traceback(exc.__traceback__) from exc
+        except WorkerLostError:
             self._fail(job, callback)
-            return
-        except BaseException as exc:  # noqa: BLE001 - as Celery's apply_target: worker lost
-            try:
-                raise WorkerLostError(repr(exc)).with_traceback(sys.exc_info()[2]) from exc
-            except WorkerLostError:
-                self._fail(job, callback)
-            return
-        if job.ending is Ending.HARD_LIMIT:
-            return  # reported and settled by Celery's timeout handler
-        if callback is not None:
-            callback(ret)
 
     @staticmethod
     def _fail(job: PoolJob, on_success: Callable[..., Any] | None) -> None:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 from billiard.einfo import ExceptionInfo
@@ -79,7 +79,7 @@ def traced_on_loop(task: Task, run: Callable[..., Any]) -> bool:
     return getattr(task.run, "__func__", None) is run
 
 
-async def trace_on_loop(  # noqa: PLR0913, PLR0917 - Celery's trace_task_ret's arguments
+def trace_on_loop(  # noqa: PLR0913, PLR0917 - Celery's trace_task_ret's arguments
     app: Celery,
     name: str,
     uuid: str,
@@ -91,12 +91,12 @@ async def trace_on_loop(  # noqa: PLR0913, PLR0917 - Celery's trace_task_ret's a
     fast: bool,
     call: Call,
     blocking: Blocking,
-) -> tuple[int, Any, float | None]:
-    """Trace one job as Celery's ``trace_task_ret`` does; return what it returns.
+) -> Coroutine[Any, Any, tuple[int, Any, float | None]]:
+    """Trace one job as Celery's ``trace_task_ret`` does; the coroutine returns what it returns.
 
     ``(1, ExceptionInfo, runtime)`` when the job did not succeed (failed,
     retried, rejected, ignored), ``(0, repr of the result, runtime)`` when
-    it did. A body that cannot be decoded raises, as in Celery.
+    it did. A body that cannot be decoded raises here, as in Celery.
 
     ``fast``: Celery handed the job to ``fast_trace_task`` (what ``celery
     worker`` does), which gives the request the worker's name as its
@@ -121,15 +121,7 @@ async def trace_on_loop(  # noqa: PLR0913, PLR0917 - Celery's trace_task_ret's a
         },
         **embed or {},
     )
-    task = app.tasks[name]
-    trace = _Trace(task, name, uuid, args, kwargs, request, worker)
-    try:
-        await trace.run(call, blocking)
-    except Reject:
-        raise
-    except Exception as exc:  # noqa: BLE001 - as Celery's trace_task: an error outside the body
-        await blocking(trace.outside_error, exc)
-    return (1, trace.R, trace.T) if trace.I else (0, trace.Rstr, trace.T)
+    return _Trace(app.tasks[name], name, uuid, args, kwargs, request, worker).run(call, blocking)
 
 
 class _Trace:
@@ -183,32 +175,43 @@ class _Trace:
         self.retval: Any = None
         self.state: str | None = None
 
-    async def run(self, call: Call, blocking: Blocking) -> None:
+    async def run(self, call: Call, blocking: Blocking) -> tuple[int, Any, float | None]:
+        """Trace the job; return what Celery's ``trace_task_ret`` returns.
+
+        One coroutine for the whole trace: each layer would cost memory per
+        job in flight.
+        """
         task = self.task
         try:
-            self.kwargs.items  # noqa: B018 - Celery's mapping check
-        except AttributeError:
-            msg = "Task keyword arguments is not a mapping"
-            raise InvalidTaskError(msg) from None
-        request = self.request = Context(
-            self.request_dict, args=self.args, called_directly=False, kwargs=self.kwargs
-        )
-        ignore_result = get_actual_ignore_result(task, request)
-        self.publish_result = not ignore_result
-        _task_stack.push(task)
-        task.request_stack.push(request)
-        try:
-            await blocking(self.before, not ignore_result and task.track_started)
             try:
-                retval = await call(task, self.name, self.args, self.kwargs)
-            except Exception as exc:  # noqa: BLE001 - Celery's outcomes, reported below
-                await blocking(self.failed, exc)
-            else:
-                await blocking(self.succeeded, retval)
-            if self.state not in _IGNORE_STATES:
-                await blocking(self.after_return)
-        finally:
-            await blocking(self.finish)
+                self.kwargs.items  # noqa: B018 - Celery's mapping check
+            except AttributeError:
+                msg = "Task keyword arguments is not a mapping"
+                raise InvalidTaskError(msg) from None
+            request = self.request = Context(
+                self.request_dict, args=self.args, called_directly=False, kwargs=self.kwargs
+            )
+            ignore_result = get_actual_ignore_result(task, request)
+            self.publish_result = not ignore_result
+            _task_stack.push(task)
+            task.request_stack.push(request)
+            try:
+                await blocking(self.before, not ignore_result and task.track_started)
+                try:
+                    retval = await call(task, self.name, self.args, self.kwargs)
+                except Exception as exc:  # noqa: BLE001 - Celery's outcomes, reported below
+                    await blocking(self.failed, exc)
+                else:
+                    await blocking(self.succeeded, retval)
+                if self.state not in _IGNORE_STATES:
+                    await blocking(self.after_return)
+            finally:
+                await blocking(self.finish)
+        except Reject:
+            raise
+        except Exception as exc:  # noqa: BLE001 - as Celery's trace_task: an error outside the body
+            await blocking(self.outside_error, exc)
+        return (1, self.R, self.T) if self.I else (0, self.Rstr, self.T)
 
     # -- the synchronous stretches, each in a greenlet -----------------------
 

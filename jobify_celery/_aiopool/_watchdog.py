@@ -26,7 +26,7 @@ __all__ = ("LoopWatchdog", "job_in_stack")
 
 logger = logging.getLogger("jobify_celery.worker")
 
-_EXECUTOR_FRAMES: Final = frozenset({"_execute", "__call__"})
+_EXECUTOR_FRAMES: Final = frozenset({"call_async", "_execute", "__call__"})
 
 
 def job_in_stack(frame: FrameType | None) -> str:

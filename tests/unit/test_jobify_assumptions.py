@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import json
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery, signals
@@ -21,6 +22,7 @@ from jobify_celery._jobify import (
     build_job_context,
     rebind_loop,
     route_by_name,
+    running_job,
     tracker_of,
 )
 from jobify_celery._names import route_table
@@ -174,6 +176,29 @@ def test_a_job_context_can_be_built_from_a_route_builder() -> None:
         "schedule_builder",
     )
     asyncio.run(scenario())
+
+
+def test_running_jobs_share_one_done_event_and_still_read_as_jobify_jobs() -> None:
+    # running_job() puts its shared event in Job's private _event slot.
+    done = asyncio.Event()
+    done.set()
+    jobs = [
+        running_job(
+            job_id=str(n),
+            exec_at=datetime.now(UTC),
+            storage=None,
+            unregister_hook=lambda _: None,
+            done=done,
+        )
+        for n in range(2)
+    ]
+    assert "_event" in Job.__slots__
+    assert all(job._event is done for job in jobs)
+    assert all(job.is_done() and job.status is JobStatus.RUNNING for job in jobs)
+    jobs[0].set_result(1, status=JobStatus.SUCCESS)  # what the executor does at the end
+    assert done.is_set()
+    assert jobs[0].result() == 1
+    asyncio.run(asyncio.wait_for(jobs[1].wait(), 1))
 
 
 def test_the_remembered_loop_can_be_cleared_for_a_new_start() -> None:
