@@ -41,7 +41,7 @@ from jobify_celery._aiopool._gc import tune_collector
 from jobify_celery._aiopool._green import run_in_greenlet, start_in_greenlet
 from jobify_celery._aiopool._jobs import Ending, PoolJob, enter_pool_job
 from jobify_celery._aiopool._stacks import key_stacks_by_task
-from jobify_celery._aiopool._trace import trace_on_loop
+from jobify_celery._aiopool._trace import decoded_body, trace_on_loop
 from jobify_celery._aiopool._watchdog import LoopWatchdog
 
 if TYPE_CHECKING:
@@ -56,6 +56,8 @@ logger = logging.getLogger("jobify_celery.worker")
 _MAX_SYNC_THREADS: Final = 32
 #: What Celery hands a pool to run a task with: its tracer, as a function.
 _CELERY_TRACERS: Final = (fast_trace_task, trace_task_ret)
+#: Their arguments: name, id, request, body, content type, content encoding.
+_TRACER_ARGS: Final = 6
 #: How long ended jobs (grace over) get to settle their messages.
 _SETTLE_SECONDS: Final = 5.0
 
@@ -186,7 +188,12 @@ class AsyncioPool(BasePool):  # type: ignore[misc]
         run: Callable[[], Any] | None = None
         trace_args: tuple[Any, ...] | None = None
         if target in _CELERY_TRACERS and self._on_loop_trace(name):
-            trace_args = (*args, target is fast_trace_task)
+            payload = decoded_body(callback) if len(args) == _TRACER_ARGS else None
+            if payload is not None:
+                # name, id, request, then the body as decoded (no content type).
+                trace_args = (*args[:3], payload, None, None, target is fast_trace_task)
+            else:
+                trace_args = (*args, target is fast_trace_task)
         else:
             run = functools.partial(target, *args, **(kwargs or {}))
         limits = (timeout_callback, soft_timeout, timeout)

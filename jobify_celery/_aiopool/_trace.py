@@ -49,7 +49,7 @@ from kombu.utils.encoding import safe_repr
 if TYPE_CHECKING:
     from celery import Celery, Task
 
-__all__ = ("Blocking", "Call", "trace_on_loop", "traced_on_loop")
+__all__ = ("Blocking", "Call", "decoded_body", "trace_on_loop", "traced_on_loop")
 
 #: Runs synchronous code that may ``await_only``, in a greenlet that ends with it.
 Blocking: TypeAlias = Callable[..., Awaitable[Any]]
@@ -77,6 +77,23 @@ def traced_on_loop(task: Task, run: Callable[..., Any]) -> bool:
     if custom_call is not None and custom_call is not BaseTask:
         return False
     return getattr(task.run, "__func__", None) is run
+
+
+def decoded_body(on_success: Any) -> tuple[Any, Any, Any] | None:  # noqa: ANN401
+    """Return the body Celery's worker already decoded for a job, if it did.
+
+    Celery's consumer decodes each message into its ``Request`` (its
+    ``_payload``: args, kwargs, and the callbacks and chain to embed) and
+    hands the pool the raw body too, for a pool in another process. The
+    loop runs in the consumer's process: tracing from the decoded body, as
+    Celery's own in-process ``Request.execute`` does, keeps one copy of the
+    arguments per job in flight instead of two. ``on_success`` is the
+    callback Celery gave the pool, the request's bound ``on_success``.
+    """
+    payload = getattr(getattr(on_success, "__self__", None), "_payload", None)
+    if isinstance(payload, tuple) and len(payload) == 3:  # noqa: PLR2004 - args, kwargs, embed
+        return payload
+    return None
 
 
 def trace_on_loop(  # noqa: PLR0913, PLR0917 - Celery's trace_task_ret's arguments
@@ -191,6 +208,11 @@ class _Trace:
             request = self.request = Context(
                 self.request_dict, args=self.args, called_directly=False, kwargs=self.kwargs
             )
+            if request.headers:
+                # Celery derives the custom headers from a copy of the whole
+                # request, which keeps that copy's size for the job's life:
+                # the same items, in a dict their own size.
+                request.headers = dict(request.headers)
             ignore_result = get_actual_ignore_result(task, request)
             self.publish_result = not ignore_result
             _task_stack.push(task)

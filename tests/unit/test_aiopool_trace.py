@@ -10,7 +10,7 @@ from celery._state import _task_stack
 from celery.app import trace as celery_trace
 from celery.utils.threads import _LocalStack
 
-from jobify_celery._aiopool._trace import traced_on_loop
+from jobify_celery._aiopool._trace import decoded_body, traced_on_loop
 
 
 def _run(task: Task, *args: Any) -> Any:
@@ -89,3 +89,19 @@ def test_the_celery_internals_the_tracer_uses_are_there() -> None:
         assert callable(getattr(celery_trace.TraceInfo, method, None)), method
     assert isinstance(_task_stack, _LocalStack)
     assert hasattr(Celery("internals", set_as_current=False).amqp, "_retry_publish")
+
+
+def test_the_decoded_body_comes_from_celerys_request() -> None:
+    from celery.worker.request import Request
+
+    class Owner:
+        _payload = ([1], {"a": 2}, {"callbacks": None})
+
+        def on_success(self, result: object) -> None:
+            del result
+
+    assert decoded_body(Owner().on_success) == ([1], {"a": 2}, {"callbacks": None})
+    assert decoded_body(None) is None  # no request: the pool decodes the raw body
+    # What it reads: Celery's Request keeps the payload it decoded, as its own
+    # in-process Request.execute uses it.
+    assert "_payload" in vars(Request)
