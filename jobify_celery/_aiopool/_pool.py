@@ -41,7 +41,7 @@ from jobify_celery._aiopool._gc import tune_collector
 from jobify_celery._aiopool._green import run_in_greenlet, start_in_greenlet
 from jobify_celery._aiopool._jobs import Ending, PoolJob, enter_pool_job
 from jobify_celery._aiopool._stacks import key_stacks_by_task
-from jobify_celery._aiopool._trace import decoded_body, trace_on_loop
+from jobify_celery._aiopool._trace import decoded_body, task_hooks, trace_on_loop
 from jobify_celery._aiopool._watchdog import LoopWatchdog
 
 if TYPE_CHECKING:
@@ -127,8 +127,9 @@ class AsyncioPool(BasePool):  # type: ignore[misc]
         self._watchdog: LoopWatchdog | None = None
         self._on_loop: Callable[[str], bool] = lambda _name: False
         self._traced_on_loop: Callable[[str], bool] = lambda _name: False
-        #: Per task name: whether its jobs are traced on the loop (``_trace``).
-        self._traced: dict[str, bool] = {}
+        #: Per task name: its own hooks if its jobs are traced on the loop
+        #: (``_trace``), else None.
+        self._traced: dict[str, frozenset[str] | None] = {}
         self._call: Callable[..., Any] | None = None
         self._grace = 30.0
 
@@ -187,13 +188,13 @@ class AsyncioPool(BasePool):  # type: ignore[misc]
         job = PoolJob(task_id=str(args[1]) if len(args) > 1 else "", name=name)
         run: Callable[[], Any] | None = None
         trace_args: tuple[Any, ...] | None = None
-        if target in _CELERY_TRACERS and self._on_loop_trace(name):
+        hooks = self._on_loop_trace(name) if target in _CELERY_TRACERS else None
+        if hooks is not None:
             payload = decoded_body(callback) if len(args) == _TRACER_ARGS else None
             if payload is not None:
                 # name, id, request, then the body as decoded (no content type).
-                trace_args = (*args[:3], payload, None, None, target is fast_trace_task)
-            else:
-                trace_args = (*args, target is fast_trace_task)
+                args = (*args[:3], payload, None, None)
+            trace_args = (*args, target is fast_trace_task, hooks)
         else:
             run = functools.partial(target, *args, **(kwargs or {}))
         limits = (timeout_callback, soft_timeout, timeout)
@@ -205,12 +206,14 @@ class AsyncioPool(BasePool):  # type: ignore[misc]
             loop.call_soon_threadsafe(self._launch_incoming)
         return applied
 
-    def _on_loop_trace(self, name: str) -> bool:
-        traced = self._traced.get(name)
-        if traced is None:
-            traced = self._call is not None and self._traced_on_loop(name)
-            self._traced[name] = traced
-        return traced
+    def _on_loop_trace(self, name: str) -> frozenset[str] | None:
+        if name in self._traced:
+            return self._traced[name]
+        hooks = None
+        if self._call is not None and self._traced_on_loop(name):
+            hooks = task_hooks(self.app.tasks[name])
+        self._traced[name] = hooks
+        return hooks
 
     def on_stop(self) -> None:
         """Warm shutdown: no new job; jobs in flight get ``shutdown_grace``, then end.
@@ -322,11 +325,12 @@ class AsyncioPool(BasePool):  # type: ignore[misc]
             return blocking(handed.run)
         assert handed.trace_args is not None  # noqa: S101 - one or the other, by on_apply
         assert self._call is not None  # noqa: S101 - set by on_start
-        *trace_args, fast = handed.trace_args
+        *trace_args, fast, hooks = handed.trace_args
         return trace_on_loop(
             self.app,
             *trace_args,
             fast=fast,
+            hooks=hooks,
             call=functools.partial(self._call, blocking=blocking),
             blocking=blocking,
         )

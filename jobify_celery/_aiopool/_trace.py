@@ -49,7 +49,7 @@ from kombu.utils.encoding import safe_repr
 if TYPE_CHECKING:
     from celery import Celery, Task
 
-__all__ = ("Blocking", "Call", "decoded_body", "trace_on_loop", "traced_on_loop")
+__all__ = ("Blocking", "Call", "decoded_body", "task_hooks", "trace_on_loop", "traced_on_loop")
 
 #: Runs synchronous code that may ``await_only``, in a greenlet that ends with it.
 Blocking: TypeAlias = Callable[..., Awaitable[Any]]
@@ -57,9 +57,23 @@ Blocking: TypeAlias = Callable[..., Awaitable[Any]]
 Call: TypeAlias = Callable[[Any, str, Any, Any], Awaitable[Any]]
 
 _IGNORE_STATES: Final = celery_trace.IGNORE_STATES
+_PRERUN: Final = signals.task_prerun
+_POSTRUN: Final = signals.task_postrun
 _TraceInfo: Final = celery_trace.TraceInfo
 _logger: Final = celery_trace.logger
 _LOG_SUCCESS: Final = celery_trace.LOG_SUCCESS
+
+
+def task_hooks(task: Task) -> frozenset[str]:
+    """Return which of Celery's task hooks ``task``'s class defines itself.
+
+    Looked up once per task, as Celery's tracer does when it is built.
+    """
+    return frozenset(
+        hook
+        for hook in ("before_start", "on_success", "after_return")
+        if celery_trace.task_has_custom(task, hook) is not None
+    )
 
 
 def traced_on_loop(task: Task, run: Callable[..., Any]) -> bool:
@@ -106,6 +120,7 @@ def trace_on_loop(  # noqa: PLR0913, PLR0917 - Celery's trace_task_ret's argumen
     content_encoding: str | None,
     *,
     fast: bool,
+    hooks: frozenset[str],
     call: Call,
     blocking: Blocking,
 ) -> Coroutine[Any, Any, tuple[int, Any, float | None]]:
@@ -138,7 +153,8 @@ def trace_on_loop(  # noqa: PLR0913, PLR0917 - Celery's trace_task_ret's argumen
         },
         **embed or {},
     )
-    return _Trace(app.tasks[name], name, uuid, args, kwargs, request, worker).run(call, blocking)
+    trace = _Trace(app.tasks[name], name, uuid, args, kwargs, request, worker, hooks)
+    return trace.run(call, blocking)
 
 
 class _Trace:
@@ -152,6 +168,7 @@ class _Trace:
         "Rstr",
         "T",
         "args",
+        "hooks",
         "hostname",
         "kwargs",
         "name",
@@ -174,8 +191,10 @@ class _Trace:
         kwargs: Any,  # noqa: ANN401
         request_dict: dict[str, Any],
         hostname: str,
+        hooks: frozenset[str],
     ) -> None:
         self.task = task
+        self.hooks = hooks
         self.name = name
         self.uuid = uuid
         self.args = args
@@ -218,17 +237,27 @@ class _Trace:
             _task_stack.push(task)
             task.request_stack.push(request)
             try:
-                await blocking(self.before, not ignore_result and task.track_started)
+                track_started = not ignore_result and task.track_started
+                # A stretch with nothing in it that could wait (no signal
+                # receiver, no store, no hook of the task's) runs as it is,
+                # without a greenlet of its own.
+                if track_started or _PRERUN.receivers or "before_start" in self.hooks:
+                    await blocking(self.before, track_started)
+                else:
+                    self.before(track_started)  # the loader's hook, Celery's no-op by default
                 try:
                     retval = await call(task, self.name, self.args, self.kwargs)
                 except Exception as exc:  # noqa: BLE001 - Celery's outcomes, reported below
                     await blocking(self.failed, exc)
                 else:
                     await blocking(self.succeeded, retval)
-                if self.state not in _IGNORE_STATES:
+                if self.state not in _IGNORE_STATES and "after_return" in self.hooks:
                     await blocking(self.after_return)
             finally:
-                await blocking(self.finish)
+                if _POSTRUN.receivers:
+                    await blocking(self.finish)
+                else:
+                    self.finish()
         except Reject:
             raise
         except Exception as exc:  # noqa: BLE001 - as Celery's trace_task: an error outside the body
@@ -249,7 +278,7 @@ class _Trace:
                 uuid, {"pid": os.getpid(), "hostname": self.hostname}, states.STARTED,
                 request=self.request,
             )  # fmt: skip
-        if celery_trace.task_has_custom(task, "before_start"):
+        if "before_start" in self.hooks:
             task.before_start(uuid, self.args, self.kwargs)
 
     def failed(self, exc: Exception) -> None:
@@ -293,7 +322,7 @@ class _Trace:
             return
         self.Rstr = saferepr(retval, task.resultrepr_maxsize)
         self.T = time.monotonic() - self.started
-        if celery_trace.task_has_custom(task, "on_success"):
+        if "on_success" in self.hooks:
             self._hook("on_success", retval, uuid, self.args, self.kwargs)
         signals.task_success.send(sender=task, result=retval, runtime=self.T)
         if _logger.isEnabledFor(logging.INFO):
@@ -310,10 +339,8 @@ class _Trace:
             )
 
     def after_return(self) -> None:
-        if celery_trace.task_has_custom(self.task, "after_return"):
-            self._hook(
-                "after_return", self.state, self.retval, self.uuid, self.args, self.kwargs, None
-            )
+        """Call the task's own ``after_return``, as Celery does."""
+        self._hook("after_return", self.state, self.retval, self.uuid, self.args, self.kwargs, None)
 
     def finish(self) -> None:
         """Postrun signal, then the stacks popped and the cleanups, as Celery."""
