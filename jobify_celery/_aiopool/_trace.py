@@ -132,7 +132,8 @@ def trace_on_loop(  # noqa: PLR0913, PLR0917 - Celery's trace_task_ret's argumen
 
     ``fast``: Celery handed the job to ``fast_trace_task`` (what ``celery
     worker`` does), which gives the request the worker's name as its
-    ``hostname``; ``trace_task_ret`` gives it the machine's.
+    ``hostname``; ``trace_task_ret`` gives it the machine's. ``hooks``: the
+    task's own hooks, from :func:`task_hooks`.
     """
     if content_type:
         accept = celery_trace.prepare_accept_content(app.conf.accept_content)
