@@ -69,15 +69,25 @@ def _settleable(accept_callback: Callable[..., Any] | None) -> bool:
     return bool(getattr(channel, "is_open", True))
 
 
+class _OnLoop(NamedTuple):
+    """How to trace a job on the loop (``_trace.trace_on_loop``)."""
+
+    #: Celery's tracer arguments: name, id, request, body, content type and encoding.
+    args: tuple[Any, ...]
+    #: Whether Celery chose its ``fast_trace_task`` (``celery worker``).
+    fast: bool
+    #: The task's own hooks (``_trace.task_hooks``).
+    hooks: frozenset[str]
+
+
 class _Handover(NamedTuple):
     """A job Celery's consumer thread has handed to the loop, with its callbacks."""
 
     job: PoolJob
     #: Celery's tracer for the job, to run in a greenlet.
     run: Callable[[], Any] | None
-    #: Or, for a job traced on the loop (``_trace``), the tracer's arguments
-    #: and whether Celery chose its ``fast_trace_task``.
-    trace_args: tuple[Any, ...] | None
+    #: Or, for a job traced on the loop, how.
+    on_loop: _OnLoop | None
     callback: Callable[..., Any] | None
     accept_callback: Callable[..., Any] | None
     #: ``timeout_callback``, soft and hard time limits (seconds, or None).
@@ -187,19 +197,19 @@ class AsyncioPool(BasePool):  # type: ignore[misc]
             return ApplyResult(future)
         job = PoolJob(task_id=str(args[1]) if len(args) > 1 else "", name=name)
         run: Callable[[], Any] | None = None
-        trace_args: tuple[Any, ...] | None = None
+        on_loop: _OnLoop | None = None
         hooks = self._on_loop_trace(name) if target in _CELERY_TRACERS else None
         if hooks is not None:
             payload = decoded_body(callback) if len(args) == _TRACER_ARGS else None
             if payload is not None:
                 # name, id, request, then the body as decoded (no content type).
                 args = (*args[:3], payload, None, None)
-            trace_args = (*args, target is fast_trace_task, hooks)
+            on_loop = _OnLoop(args, target is fast_trace_task, hooks)
         else:
             run = functools.partial(target, *args, **(kwargs or {}))
         limits = (timeout_callback, soft_timeout, timeout)
         job.handle = applied = _Applied(job, loop)
-        self._incoming.append(_Handover(job, run, trace_args, callback, accept_callback, limits))
+        self._incoming.append(_Handover(job, run, on_loop, callback, accept_callback, limits))
         if not self._wakeup_due:
             # One wake-up of the loop for a burst of jobs, not one per job.
             self._wakeup_due = True
@@ -323,14 +333,14 @@ class AsyncioPool(BasePool):  # type: ignore[misc]
         blocking = functools.partial(run_in_greenlet, context=context)
         if handed.run is not None:
             return blocking(handed.run)
-        assert handed.trace_args is not None  # noqa: S101 - one or the other, by on_apply
+        on_loop = handed.on_loop
+        assert on_loop is not None  # noqa: S101 - one or the other, by on_apply
         assert self._call is not None  # noqa: S101 - set by on_start
-        *trace_args, fast, hooks = handed.trace_args
         return trace_on_loop(
             self.app,
-            *trace_args,
-            fast=fast,
-            hooks=hooks,
+            *on_loop.args,
+            fast=on_loop.fast,
+            hooks=on_loop.hooks,
             call=functools.partial(self._call, blocking=blocking),
             blocking=blocking,
         )
